@@ -1,0 +1,336 @@
+package actors
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/google/uuid"
+
+	"github.com/chargeauth/chargeauth/persistence"
+	"github.com/chargeauth/chargeauth/session"
+)
+
+// AuthorizeFunc calls the authorization service once. It must return by the
+// deadline. err != nil means "no answer" (the call may be retried).
+type AuthorizeFunc func(deadline time.Time, stationID, driverToken string) (session.Status, string, error)
+
+// DeliverFunc POSTs one callback attempt and must return by the deadline.
+type DeliverFunc func(deadline time.Time, id string, req session.Request, status session.Status) DeliveryResult
+
+// DeliveryResult is the outcome of one callback attempt.
+type DeliveryResult struct {
+	Err        error         // nil: delivered (any 2xx)
+	Retryable  bool          // false: give up now (e.g. 410 Gone, forbidden destination)
+	RetryAfter time.Duration // the receiver's Retry-After, if any
+}
+
+// ErrStopping is returned by Accept once Stop has begun.
+var ErrStopping = errors.New("actors: stopping")
+
+// ErrBacklogFull is returned by Accept when MaxBacklog requests already wait.
+var ErrBacklogFull = errors.New("actors: backlog full")
+
+// Config configures an Engine.
+type Config struct {
+	// Store holds every request. Required.
+	Store *persistence.Store
+	// Authorize calls the authorization service. Required.
+	Authorize AuthorizeFunc
+	// Deliver POSTs a callback. Required.
+	Deliver DeliverFunc
+	// Logger receives the engine's and protoactor's logs.
+	// Default: slog.Default().
+	Logger *slog.Logger
+
+	// DecisionTimeout is the time from accept to the deadline, after which
+	// the decision is unknown. Default: 10s.
+	DecisionTimeout time.Duration
+	// AuthzConcurrency bounds the calls to the authorization service in
+	// flight at once. Default: 64.
+	AuthzConcurrency int
+	// AuthzCallTimeout bounds one call; a call also ends at the request's
+	// deadline. Default: 5s.
+	AuthzCallTimeout time.Duration
+	// AuthzRetryBackoff is the first delay before a failed call is retried
+	// (doubling, jittered, capped at 1s). Default: 50ms.
+	AuthzRetryBackoff time.Duration
+
+	// MaxInflight bounds the live request actors. Default: 10000.
+	MaxInflight int
+	// MaxBacklog bounds the accepted requests that wait for a request actor;
+	// Accept returns ErrBacklogFull beyond it. Default: 0 (bounded by disk).
+	MaxBacklog int
+
+	// CallbackMaxAttempts counts every attempt, the first included.
+	// Default: 10.
+	CallbackMaxAttempts int
+	// CallbackBackoff is the delay before the first retry. Default: 1s.
+	CallbackBackoff time.Duration
+	// CallbackMaxBackoff caps the delay between attempts. Default: 10m.
+	CallbackMaxBackoff time.Duration
+	// CallbackTimeout bounds one attempt. Default: 10s.
+	CallbackTimeout time.Duration
+	// CallbackConcurrency bounds the attempts in flight. Default: 256.
+	CallbackConcurrency int
+
+	now func() time.Time // test-only clock
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.DecisionTimeout == 0 {
+		c.DecisionTimeout = 10 * time.Second
+	}
+	if c.AuthzConcurrency == 0 {
+		c.AuthzConcurrency = 64
+	}
+	if c.AuthzCallTimeout == 0 {
+		c.AuthzCallTimeout = 5 * time.Second
+	}
+	if c.AuthzRetryBackoff == 0 {
+		c.AuthzRetryBackoff = 50 * time.Millisecond
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = 10000
+	}
+	if c.CallbackMaxAttempts == 0 {
+		c.CallbackMaxAttempts = 10
+	}
+	if c.CallbackBackoff == 0 {
+		c.CallbackBackoff = time.Second
+	}
+	if c.CallbackMaxBackoff == 0 {
+		c.CallbackMaxBackoff = 10 * time.Minute
+	}
+	if c.CallbackTimeout == 0 {
+		c.CallbackTimeout = 10 * time.Second
+	}
+	if c.CallbackConcurrency == 0 {
+		c.CallbackConcurrency = 256
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+}
+
+// Validate reports the first invalid field.
+func (c *Config) Validate() error {
+	switch {
+	case c.Store == nil:
+		return errors.New("actors: Store is required")
+	case c.Authorize == nil:
+		return errors.New("actors: Authorize is required")
+	case c.Deliver == nil:
+		return errors.New("actors: Deliver is required")
+	case c.DecisionTimeout < time.Millisecond:
+		return fmt.Errorf("actors: decision timeout %v: must be at least 1ms", c.DecisionTimeout)
+	case c.AuthzConcurrency < 1:
+		return fmt.Errorf("actors: authz concurrency %d: must be at least 1", c.AuthzConcurrency)
+	case c.AuthzCallTimeout < time.Millisecond:
+		return fmt.Errorf("actors: authz call timeout %v: must be at least 1ms", c.AuthzCallTimeout)
+	case c.AuthzRetryBackoff < 0:
+		return fmt.Errorf("actors: authz retry backoff %v: must not be negative", c.AuthzRetryBackoff)
+	case c.MaxInflight < 1:
+		return fmt.Errorf("actors: max inflight %d: must be at least 1", c.MaxInflight)
+	case c.MaxBacklog < 0:
+		return fmt.Errorf("actors: max backlog %d: must not be negative", c.MaxBacklog)
+	case c.CallbackMaxAttempts < 1:
+		return fmt.Errorf("actors: callback max attempts %d: must be at least 1", c.CallbackMaxAttempts)
+	case c.CallbackBackoff < 0:
+		return fmt.Errorf("actors: callback backoff %v: must not be negative", c.CallbackBackoff)
+	case c.CallbackMaxBackoff < c.CallbackBackoff:
+		return fmt.Errorf("actors: callback max backoff %v: must be at least the backoff %v", c.CallbackMaxBackoff, c.CallbackBackoff)
+	case c.CallbackTimeout < time.Millisecond:
+		return fmt.Errorf("actors: callback timeout %v: must be at least 1ms", c.CallbackTimeout)
+	case c.CallbackConcurrency < 1:
+		return fmt.Errorf("actors: callback concurrency %d: must be at least 1", c.CallbackConcurrency)
+	}
+	return nil
+}
+
+// Engine is the running pipeline.
+type Engine struct {
+	cfg    Config
+	log    *slog.Logger
+	system *actor.ActorSystem
+
+	supervisor *actor.PID
+	pool       *actor.PID
+	sender     *actor.PID
+
+	live       atomic.Int64 // live request actors
+	authzCalls atomic.Int64 // calls in flight to the authorization service
+	pendingCB  atomic.Int64 // callbacks queued, waiting to retry or in flight
+
+	callbacksBusy atomic.Int64 // callback attempts in flight
+
+	mu struct {
+		sync.RWMutex
+		stopping bool
+	}
+	accepts sync.WaitGroup // Accept calls in progress
+}
+
+// Start builds the actor system, resumes what the store holds (pending
+// requests get a request actor again or unknown at once; decided requests
+// get their callback scheduled again) and returns once that is done.
+func Start(cfg Config) (*Engine, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	e := &Engine{cfg: cfg, log: cfg.Logger}
+	protoLog := slog.New(minLevel(cfg.Logger.Handler(), slog.LevelWarn)).With("component", "protoactor")
+	e.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return protoLog }))
+	root := e.system.Root
+
+	var err error
+	if e.sender, err = root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newCallbackSender(e) }), "callbacks"); err != nil {
+		return nil, fmt.Errorf("actors: spawn callback sender: %w", err)
+	}
+	if e.pool, err = root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newAuthzPool(e) }), "authz"); err != nil {
+		return nil, fmt.Errorf("actors: spawn authz pool: %w", err)
+	}
+	if e.supervisor, err = root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newSupervisor(e) }), "requests"); err != nil {
+		return nil, fmt.Errorf("actors: spawn supervisor: %w", err)
+	}
+
+	// Undelivered callbacks first: they are already decided.
+	var scheduled int
+	err = cfg.Store.Scan(session.StateDecided, "", 0, func(rec session.Record) bool {
+		e.pendingCB.Add(1)
+		root.Send(e.sender, &DeliverCallback{Record: rec})
+		scheduled++
+		return true
+	})
+	if err != nil {
+		e.Stop(0)
+		return nil, fmt.Errorf("actors: resume callbacks: %w", err)
+	}
+	res, err := root.RequestFuture(e.supervisor, &resume{}, time.Minute).Result()
+	if err == nil {
+		if r, ok := res.(*resumed); ok {
+			err = r.err
+		}
+	}
+	if err != nil {
+		e.Stop(0)
+		return nil, fmt.Errorf("actors: resume requests: %w", err)
+	}
+	e.log.Info("resumed", "pending", cfg.Store.Count(session.StatePending), "callbacks", scheduled)
+	return e, nil
+}
+
+// System is the engine's actor system (tests subscribe to its EventStream).
+func (e *Engine) System() *actor.ActorSystem { return e.system }
+
+// DecisionTimeout is the configured time from accept to deadline.
+func (e *Engine) DecisionTimeout() time.Duration { return e.cfg.DecisionTimeout }
+
+// Accept gives the request an id and a deadline, stores it durably
+// (pebble.Sync, from the caller's goroutine, so concurrent accepts share one
+// fsync) and only then hands it to the supervisor. The returned record is
+// durable when err is nil.
+func (e *Engine) Accept(req session.Request) (session.Record, error) {
+	e.mu.RLock()
+	if e.mu.stopping {
+		e.mu.RUnlock()
+		return session.Record{}, ErrStopping
+	}
+	e.accepts.Add(1)
+	e.mu.RUnlock()
+	defer e.accepts.Done()
+
+	if max := e.cfg.MaxBacklog; max > 0 && e.Backlog() >= int64(max) {
+		return session.Record{}, ErrBacklogFull
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return session.Record{}, fmt.Errorf("actors: new id: %w", err)
+	}
+	now := e.cfg.now().UTC()
+	rec := session.Record{
+		ID:         id.String(),
+		Request:    req,
+		AcceptedAt: now,
+		DecideBy:   now.Add(e.cfg.DecisionTimeout),
+		State:      session.StatePending,
+	}
+	if err := e.cfg.Store.Accept(&rec); err != nil {
+		return session.Record{}, err
+	}
+	e.system.Root.Send(e.supervisor, &Accepted{Record: rec})
+	return rec, nil
+}
+
+// Backlog is the number of accepted requests waiting for a request actor.
+func (e *Engine) Backlog() int64 {
+	n := e.cfg.Store.Count(session.StatePending) - e.live.Load()
+	if n < 0 {
+		return 0
+	}
+	return n
+}
+
+// LiveRequests is the number of live request actors.
+func (e *Engine) LiveRequests() int64 { return e.live.Load() }
+
+// AuthzCallsInFlight is the number of calls to the authorization service now.
+func (e *Engine) AuthzCallsInFlight() int64 { return e.authzCalls.Load() }
+
+// CallbacksPending is the number of callbacks queued, waiting to retry or in
+// flight.
+func (e *Engine) CallbacksPending() int64 { return e.pendingCB.Load() }
+
+// Stop refuses new requests, lets live requests and callbacks finish for up
+// to grace, then stops the actors. What did not finish stays in the store
+// and resumes on the next Start. The caller closes the store afterwards.
+func (e *Engine) Stop(grace time.Duration) {
+	e.mu.Lock()
+	already := e.mu.stopping
+	e.mu.stopping = true
+	e.mu.Unlock()
+	if already {
+		return
+	}
+	e.accepts.Wait()
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) && (e.live.Load() > 0 || e.callbacksBusy.Load() > 0) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	root := e.system.Root
+	for _, pid := range []*actor.PID{e.supervisor, e.pool, e.sender} {
+		if pid != nil {
+			_ = root.StopFuture(pid).Wait()
+		}
+	}
+	e.system.Shutdown()
+}
+
+func (e *Engine) stopping() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.mu.stopping
+}
+
+// Redeliver starts delivery again for a failed request (an operator's
+// command): the store moves it back to decided with a fresh schedule.
+func (e *Engine) Redeliver(id string) (session.Record, error) {
+	if e.stopping() {
+		return session.Record{}, ErrStopping
+	}
+	rec, err := e.cfg.Store.Redeliver(id, e.cfg.now().UTC())
+	if err != nil {
+		return rec, err
+	}
+	e.pendingCB.Add(1)
+	e.system.Root.Send(e.sender, &DeliverCallback{Record: rec})
+	return rec, nil
+}

@@ -1,0 +1,518 @@
+package actors
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/chargeauth/chargeauth/persistence"
+	"github.com/chargeauth/chargeauth/session"
+)
+
+// The tests run a real actor system over a real Pebble store on vfs.NewMem.
+// The authorization call and the callback POST are function seams: fakeAuthz
+// and fakeReceiver are small recorders that can be slow, fail, or answer each
+// status.
+
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+func openStore(t *testing.T, fs vfs.FS) *persistence.Store {
+	t.Helper()
+	st, err := persistence.Open(persistence.Config{Dir: "data", FS: fs, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// fakeAuthz answers by driver token: a token starting with a status name
+// answers that status; "fail" fails; "slow" sleeps past any deadline.
+type fakeAuthz struct {
+	mu      sync.Mutex
+	calls   int
+	inNow   int
+	peak    int
+	delay   time.Duration
+	hang    bool // sleep the whole delay, ignoring the call's deadline
+	failN   int  // fail the first failN calls
+	answers map[string]session.Status
+}
+
+func (f *fakeAuthz) authorize(deadline time.Time, stationID, token string) (session.Status, string, error) {
+	f.mu.Lock()
+	f.calls++
+	n := f.calls
+	f.inNow++
+	f.peak = max(f.peak, f.inNow)
+	delay, failN, hang := f.delay, f.failN, f.hang
+	st, ok := f.answers[token]
+	f.mu.Unlock()
+	defer func() { f.mu.Lock(); f.inNow--; f.mu.Unlock() }()
+
+	if hang {
+		time.Sleep(delay)
+	} else if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-time.After(time.Until(deadline)):
+			return "", "", errors.New("fake: timeout")
+		}
+	}
+	if n <= failN {
+		return "", "", errors.New("fake: 500")
+	}
+	if !ok {
+		return session.StatusInvalid, "unknown_token", nil
+	}
+	return st, "", nil
+}
+
+func (f *fakeAuthz) stats() (calls, peak int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls, f.peak
+}
+
+// fakeReceiver records callbacks and answers with the results in script
+// (then success).
+type fakeReceiver struct {
+	mu     sync.Mutex
+	got    map[string][]session.Status // by request id
+	script []DeliveryResult
+}
+
+func (r *fakeReceiver) deliver(deadline time.Time, id string, req session.Request, status session.Status) DeliveryResult {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.got == nil {
+		r.got = make(map[string][]session.Status)
+	}
+	r.got[id] = append(r.got[id], status)
+	if len(r.script) > 0 {
+		res := r.script[0]
+		r.script = r.script[1:]
+		return res
+	}
+	return DeliveryResult{}
+}
+
+func (r *fakeReceiver) callbacks(id string) []session.Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]session.Status(nil), r.got[id]...)
+}
+
+func (r *fakeReceiver) total() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, v := range r.got {
+		n += len(v)
+	}
+	return n
+}
+
+type harness struct {
+	t      *testing.T
+	engine *Engine
+	store  *persistence.Store
+	authz  *fakeAuthz
+	recv   *fakeReceiver
+}
+
+// startEngine starts an engine over a fresh in-memory store, fails the test
+// on any unexpected dead letter, and stops everything at cleanup.
+func startEngine(t *testing.T, cfg Config, authz *fakeAuthz, recv *fakeReceiver) *harness {
+	t.Helper()
+	if cfg.Store == nil {
+		cfg.Store = openStore(t, vfs.NewMem())
+	}
+	return startOn(t, cfg, authz, recv)
+}
+
+func startOn(t *testing.T, cfg Config, authz *fakeAuthz, recv *fakeReceiver) *harness {
+	t.Helper()
+	cfg.Authorize = authz.authorize
+	cfg.Deliver = recv.deliver
+	cfg.Logger = testLogger(t)
+	e, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.System().EventStream.Subscribe(func(evt any) {
+		if dl, ok := evt.(*actor.DeadLetterEvent); ok {
+			switch dl.Message.(type) {
+			case *AuthzAnswered, *retryAuthorize, *deadlinePassed, *DeliverCallback, *CallbackAttempted:
+				// expected after a decision or while stopping
+			default:
+				t.Errorf("unexpected dead letter %T to %v", dl.Message, dl.PID)
+			}
+		}
+	})
+	t.Cleanup(func() {
+		e.Stop(time.Second)
+		_ = cfg.Store.Close()
+	})
+	return &harness{t: t, engine: e, store: cfg.Store, authz: authz, recv: recv}
+}
+
+func (h *harness) mustAccept(token string) session.Record {
+	h.t.Helper()
+	rec, err := h.engine.Accept(session.Request{
+		StationID:   "123e4567-e89b-12d3-a456-426614174000",
+		DriverToken: token,
+		CallbackURL: "http://127.0.0.1:1/cb",
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return rec
+}
+
+// eventually polls f until it returns nil or the timeout passes.
+func eventually(t *testing.T, timeout, every time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", timeout, err)
+		}
+		time.Sleep(every)
+	}
+}
+
+func (h *harness) waitState(id string, want session.State) session.Record {
+	h.t.Helper()
+	var rec session.Record
+	eventually(h.t, 10*time.Second, 5*time.Millisecond, func() error {
+		var err error
+		rec, err = h.store.Get(id)
+		if err != nil {
+			return err
+		}
+		if rec.State != want {
+			return fmt.Errorf("%s is %s, want %s", id, rec.State, want)
+		}
+		return nil
+	})
+	return rec
+}
+
+func TestDecidesEachStatus(t *testing.T) {
+	authz := &fakeAuthz{answers: map[string]session.Status{
+		"allowedDriverToken000001":  session.StatusAllowed,
+		"notAllowedDriverToken0001": session.StatusNotAllowed,
+		"unknownAnswerToken0000001": session.StatusUnknown,
+	}}
+	h := startEngine(t, Config{}, authz, &fakeReceiver{})
+	for token, want := range map[string]session.Status{
+		"allowedDriverToken000001":  session.StatusAllowed,
+		"notAllowedDriverToken0001": session.StatusNotAllowed,
+		"unknownAnswerToken0000001": session.StatusUnknown, // the service itself may answer unknown
+		"notInTheListToken0000001":  session.StatusInvalid,
+	} {
+		rec := h.mustAccept(token)
+		got := h.waitState(rec.ID, session.StateDelivered)
+		if got.Status != want || got.DecidedBy != session.ByAuthz {
+			t.Errorf("%s: decided %s by %s, want %s by authz", token, got.Status, got.DecidedBy, want)
+		}
+		if cbs := h.recv.callbacks(rec.ID); len(cbs) != 1 || cbs[0] != want {
+			t.Errorf("%s: callbacks %v, want [%s]", token, cbs, want)
+		}
+		if got.CallbackAttempts != 1 || got.DeliveredAt.IsZero() {
+			t.Errorf("%s: attempts %d delivered_at %v", token, got.CallbackAttempts, got.DeliveredAt)
+		}
+	}
+}
+
+// The deadline is fixed: failed calls answered every few milliseconds (each
+// one a message to the request actor) must not push it out.
+func TestDeadlineIsFixed(t *testing.T) {
+	authz := &fakeAuthz{failN: 1 << 30}
+	h := startEngine(t, Config{DecisionTimeout: 400 * time.Millisecond, AuthzRetryBackoff: 5 * time.Millisecond}, authz, &fakeReceiver{})
+	rec := h.mustAccept("alwaysFailingToken000001")
+	got := h.waitState(rec.ID, session.StateDelivered)
+	if got.Status != session.StatusUnknown || got.DecidedBy != session.ByTimeout {
+		t.Fatalf("decided %s by %s, want unknown by timeout", got.Status, got.DecidedBy)
+	}
+	if calls, _ := authz.stats(); calls < 3 {
+		t.Errorf("%d calls: want the failed call retried while the deadline allows", calls)
+	}
+	// A sliding timeout would fire a whole timeout (400ms) after the last
+	// retry; a fixed one fires at the deadline.
+	if late := got.DecidedAt.Sub(got.DecideBy); late < 0 || late > 300*time.Millisecond {
+		t.Errorf("decided %v after the deadline, want within 300ms (never before)", late)
+	}
+	if got.Reason == "" {
+		t.Error("a timeout should say why in its reason")
+	}
+}
+
+func TestSlowAnswerIsUnknownAndLateAnswerChangesNothing(t *testing.T) {
+	authz := &fakeAuthz{delay: time.Hour}
+	// The fake gives up at the call's deadline, which is the request's.
+	h := startEngine(t, Config{DecisionTimeout: 150 * time.Millisecond}, authz, &fakeReceiver{})
+	rec := h.mustAccept("slowDriverToken000000001")
+	got := h.waitState(rec.ID, session.StateDelivered)
+	if got.Status != session.StatusUnknown || got.DecidedBy != session.ByTimeout {
+		t.Fatalf("decided %s by %s, want unknown by timeout", got.Status, got.DecidedBy)
+	}
+	// The late "answer" (the fake's own timeout error) reaches a stopped
+	// actor; wait a little longer and check nothing else happened.
+	time.Sleep(200 * time.Millisecond)
+	if cbs := h.recv.callbacks(rec.ID); len(cbs) != 1 {
+		t.Fatalf("callbacks %v: want exactly one", cbs)
+	}
+}
+
+func TestRetriesFailedCallsWhileDeadlineAllows(t *testing.T) {
+	authz := &fakeAuthz{failN: 2, answers: map[string]session.Status{"retriedDriverToken000001": session.StatusAllowed}}
+	h := startEngine(t, Config{AuthzRetryBackoff: time.Millisecond}, authz, &fakeReceiver{})
+	rec := h.mustAccept("retriedDriverToken000001")
+	got := h.waitState(rec.ID, session.StateDelivered)
+	if got.Status != session.StatusAllowed {
+		t.Fatalf("decided %s, want allowed after retries", got.Status)
+	}
+	if calls, _ := authz.stats(); calls != 3 {
+		t.Errorf("%d calls, want 3 (two failures and the answer)", calls)
+	}
+}
+
+func TestAuthzConcurrencyBound(t *testing.T) {
+	authz := &fakeAuthz{delay: 5 * time.Millisecond}
+	h := startEngine(t, Config{AuthzConcurrency: 4}, authz, &fakeReceiver{})
+	var ids []string
+	for i := range 200 {
+		ids = append(ids, h.mustAccept(fmt.Sprintf("boundDriverToken%08d", i)).ID)
+	}
+	for _, id := range ids {
+		h.waitState(id, session.StateDelivered)
+	}
+	calls, peak := authz.stats()
+	if calls != 200 {
+		t.Errorf("%d calls, want 200", calls)
+	}
+	if peak > 4 {
+		t.Errorf("peak %d calls at once, want at most 4", peak)
+	}
+	if peak < 2 {
+		t.Errorf("peak %d: the pool should run calls in parallel", peak)
+	}
+}
+
+// A request whose deadline passes while it waits for a worker is decided
+// unknown without a call.
+func TestNoCallPastDeadline(t *testing.T) {
+	// The one worker is held by a call that hangs past every deadline.
+	authz := &fakeAuthz{delay: 600 * time.Millisecond, hang: true}
+	h := startEngine(t, Config{AuthzConcurrency: 1, DecisionTimeout: 300 * time.Millisecond}, authz, &fakeReceiver{})
+	var ids []string
+	for i := range 10 {
+		ids = append(ids, h.mustAccept(fmt.Sprintf("queuedDriverToken%07d", i)).ID)
+	}
+	for _, id := range ids {
+		got := h.waitState(id, session.StateDelivered)
+		if got.Status != session.StatusUnknown {
+			t.Errorf("%s decided %s, want unknown", id, got.Status)
+		}
+	}
+	time.Sleep(400 * time.Millisecond) // let the one running call end
+	if calls, _ := authz.stats(); calls != 1 {
+		t.Errorf("%d calls, want 1: the others waited past their deadline", calls)
+	}
+}
+
+func TestMaxInflightBacklogDrainsOldestFirst(t *testing.T) {
+	authz := &fakeAuthz{delay: 2 * time.Millisecond}
+	h := startEngine(t, Config{MaxInflight: 3, AuthzConcurrency: 8}, authz, &fakeReceiver{})
+	var peakLive atomic.Int64
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if n := h.engine.LiveRequests(); n > peakLive.Load() {
+				peakLive.Store(n)
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+	var ids []string
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 25 {
+				id := h.mustAccept(fmt.Sprintf("backlogToken%04d%08d", g, i)).ID
+				mu.Lock()
+				ids = append(ids, id)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	for _, id := range ids {
+		h.waitState(id, session.StateDelivered)
+	}
+	close(stop)
+	if p := peakLive.Load(); p > 3 {
+		t.Errorf("peak %d live request actors, want at most 3", p)
+	}
+	if calls, peak := authz.stats(); calls != 100 || peak > 3 {
+		t.Errorf("%d calls (want 100), peak %d (want <= 3 with 3 live actors)", calls, peak)
+	}
+}
+
+func TestMaxBacklog(t *testing.T) {
+	authz := &fakeAuthz{delay: time.Hour}
+	h := startEngine(t, Config{MaxInflight: 1, MaxBacklog: 2, DecisionTimeout: time.Minute}, authz, &fakeReceiver{})
+	h.mustAccept("backlogFullToken00000001") // live
+	h.mustAccept("backlogFullToken00000002") // waits
+	h.mustAccept("backlogFullToken00000003") // waits
+	eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if n := h.engine.LiveRequests(); n != 1 {
+			return fmt.Errorf("%d live", n)
+		}
+		return nil
+	})
+	_, err := h.engine.Accept(session.Request{StationID: "123e4567-e89b-12d3-a456-426614174000", DriverToken: "backlogFullToken00000004", CallbackURL: "http://x/"})
+	if !errors.Is(err, ErrBacklogFull) {
+		t.Fatalf("Accept = %v, want ErrBacklogFull", err)
+	}
+	if n := h.store.Count(session.StatePending); n != 3 {
+		t.Errorf("%d pending, want 3: a refused request must not be stored", n)
+	}
+}
+
+func TestCallbackRetriesThenDelivers(t *testing.T) {
+	recv := &fakeReceiver{script: []DeliveryResult{
+		{Err: errors.New("503"), Retryable: true},
+		{Err: errors.New("timeout"), Retryable: true},
+	}}
+	h := startEngine(t, Config{CallbackBackoff: time.Millisecond, CallbackMaxBackoff: 5 * time.Millisecond}, &fakeAuthz{}, recv)
+	rec := h.mustAccept("callbackRetryToken000001")
+	got := h.waitState(rec.ID, session.StateDelivered)
+	if got.CallbackAttempts != 3 {
+		t.Errorf("attempts %d, want 3", got.CallbackAttempts)
+	}
+	if cbs := recv.callbacks(rec.ID); len(cbs) != 3 {
+		t.Errorf("callbacks %v, want 3 attempts", cbs)
+	}
+}
+
+func TestCallbackFailsAfterMaxAttempts(t *testing.T) {
+	fail := DeliveryResult{Err: errors.New("500"), Retryable: true}
+	recv := &fakeReceiver{script: []DeliveryResult{fail, fail, fail, fail}}
+	h := startEngine(t, Config{CallbackMaxAttempts: 3, CallbackBackoff: time.Millisecond, CallbackMaxBackoff: 2 * time.Millisecond}, &fakeAuthz{}, recv)
+	rec := h.mustAccept("callbackFailToken0000001")
+	got := h.waitState(rec.ID, session.StateFailed)
+	if got.CallbackAttempts != 3 || got.LastError != "500" {
+		t.Errorf("attempts %d last error %q, want 3 and 500", got.CallbackAttempts, got.LastError)
+	}
+	// An operator redelivers: it is delivered on the next attempt.
+	if _, err := h.engine.Redeliver(rec.ID); err != nil {
+		t.Fatal(err)
+	}
+	h.waitState(rec.ID, session.StateDelivered)
+	if _, err := h.engine.Redeliver(rec.ID); !errors.Is(err, persistence.ErrWrongState) {
+		t.Errorf("redeliver of a delivered request = %v, want ErrWrongState", err)
+	}
+}
+
+func TestCallbackNotRetryableFailsAtOnce(t *testing.T) {
+	recv := &fakeReceiver{script: []DeliveryResult{{Err: errors.New("410 gone"), Retryable: false}}}
+	h := startEngine(t, Config{CallbackBackoff: time.Millisecond}, &fakeAuthz{}, recv)
+	rec := h.mustAccept("callbackGoneToken0000001")
+	if got := h.waitState(rec.ID, session.StateFailed); got.CallbackAttempts != 1 {
+		t.Errorf("attempts %d, want 1", got.CallbackAttempts)
+	}
+}
+
+// What the store holds when the engine starts is resumed: pending requests
+// get a request actor (or unknown at once when their deadline passed, with
+// no call), and decided ones get their callback.
+func TestResume(t *testing.T) {
+	fs := vfs.NewMem()
+	st := openStore(t, fs)
+	now := time.Now().UTC()
+	put := func(id string, deadline time.Time) {
+		t.Helper()
+		rec := session.Record{ID: id, Request: session.Request{StationID: "123e4567-e89b-12d3-a456-426614174000",
+			DriverToken: "resumeDriverToken0000001", CallbackURL: "http://x/"},
+			AcceptedAt: deadline.Add(-time.Second), DecideBy: deadline, State: session.StatePending}
+		if err := st.Accept(&rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("01900000-0000-7000-8000-000000000001", now.Add(-time.Minute)) // expired while down
+	put("01900000-0000-7000-8000-000000000002", now.Add(time.Minute))
+	put("01900000-0000-7000-8000-000000000003", now.Add(time.Minute))
+	if _, err := st.Decide("01900000-0000-7000-8000-000000000003", session.StatusAllowed, "", session.ByAuthz, now); err != nil {
+		t.Fatal(err)
+	}
+	authz := &fakeAuthz{answers: map[string]session.Status{"resumeDriverToken0000001": session.StatusNotAllowed}}
+	h := startOn(t, Config{Store: st, MaxInflight: 1}, authz, &fakeReceiver{})
+
+	if got := h.waitState("01900000-0000-7000-8000-000000000001", session.StateDelivered); got.Status != session.StatusUnknown {
+		t.Errorf("expired request decided %s, want unknown", got.Status)
+	}
+	if got := h.waitState("01900000-0000-7000-8000-000000000002", session.StateDelivered); got.Status != session.StatusNotAllowed {
+		t.Errorf("pending request decided %s, want not_allowed", got.Status)
+	}
+	if got := h.waitState("01900000-0000-7000-8000-000000000003", session.StateDelivered); got.Status != session.StatusAllowed {
+		t.Errorf("decided request delivered as %s, want allowed", got.Status)
+	}
+	if calls, _ := authz.stats(); calls != 1 {
+		t.Errorf("%d calls, want 1 (none for the expired request)", calls)
+	}
+	if n := h.recv.total(); n != 3 {
+		t.Errorf("%d callbacks, want 3", n)
+	}
+}
+
+func TestAcceptAfterStop(t *testing.T) {
+	h := startEngine(t, Config{}, &fakeAuthz{}, &fakeReceiver{})
+	h.engine.Stop(time.Second)
+	_, err := h.engine.Accept(session.Request{StationID: "123e4567-e89b-12d3-a456-426614174000", DriverToken: "stoppedDriverToken000001", CallbackURL: "http://x/"})
+	if !errors.Is(err, ErrStopping) {
+		t.Fatalf("Accept after Stop = %v, want ErrStopping", err)
+	}
+}
+
+func TestRetryDelay(t *testing.T) {
+	for n := 1; n <= 12; n++ {
+		want := min(time.Second<<(n-1), time.Minute)
+		for range 50 {
+			d := retryDelay(time.Second, time.Minute, n)
+			if d < want/2 || d > min(want*3/2+time.Nanosecond, time.Minute) {
+				t.Fatalf("retry %d: delay %v outside [%v, %v]", n, d, want/2, min(want*3/2, time.Minute))
+			}
+		}
+	}
+}

@@ -1,0 +1,91 @@
+package actors
+
+import (
+	"time"
+
+	"github.com/chargeauth/chargeauth/session"
+)
+
+// Every message is sent as a pointer and never changed after Send. Commands
+// are imperative, events past tense.
+
+// Accepted tells the supervisor that a request is durably stored as pending.
+type Accepted struct {
+	Record session.Record
+}
+
+// Authorize asks the authz pool for a decision. The pool answers the sender
+// with *AuthzAnswered.
+type Authorize struct {
+	ID          string
+	StationID   string
+	DriverToken string
+	Deadline    time.Time
+}
+
+// AuthzAnswered is the outcome of one call (or of no call, when the deadline
+// had passed). Err != nil means no answer: the request actor may retry.
+type AuthzAnswered struct {
+	Status session.Status
+	Reason string
+	Err    error
+}
+
+// NotInfluenceReceiveTimeout keeps the request actor's deadline fixed.
+func (*AuthzAnswered) NotInfluenceReceiveTimeout() {}
+
+// IgnoreDeadLetterLogging: an answer that arrives after its request actor
+// decided by timeout and stopped is expected.
+func (*AuthzAnswered) IgnoreDeadLetterLogging() {}
+
+// retryAuthorize is the request actor's own timer after a failed call.
+type retryAuthorize struct{}
+
+func (*retryAuthorize) NotInfluenceReceiveTimeout() {}
+func (*retryAuthorize) IgnoreDeadLetterLogging()    {}
+
+// deadlinePassed is the request actor's deadline timer.
+type deadlinePassed struct{}
+
+func (*deadlinePassed) NotInfluenceReceiveTimeout() {}
+func (*deadlinePassed) IgnoreDeadLetterLogging()    {}
+
+// workerIdle tells the pool that a worker finished its call.
+type workerIdle struct{}
+
+// DeliverCallback asks the callback sender to deliver a durable decision.
+type DeliverCallback struct {
+	Record session.Record
+}
+
+// IgnoreDeadLetterLogging: a retry timer may fire while the engine stops.
+func (*DeliverCallback) IgnoreDeadLetterLogging() {}
+
+// CallbackAttempted is a delivery task's report once its attempt is stored.
+type CallbackAttempted struct {
+	Record session.Record // as stored after the attempt
+	Err    error          // the store error, if the attempt could not be recorded
+}
+
+// Decided is published on the actor system's event stream once a decision is
+// durable (tests and metrics watch it).
+type Decided struct {
+	Record session.Record
+}
+
+// resume asks the supervisor to admit stored pending requests (on start).
+type resume struct{}
+
+// resumed answers resume.
+type resumed struct{ err error }
+
+// stats asks an actor for its counters; it answers *Stats.
+type getStats struct{}
+
+// Stats are the engine's live counters.
+type Stats struct {
+	LiveRequests   int
+	Backlog        bool
+	CallbacksQueue int
+	CallbacksBusy  int
+}

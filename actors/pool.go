@@ -1,0 +1,122 @@
+package actors
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/asynkron/protoactor-go/actor"
+)
+
+// errDeadlinePassed answers an *Authorize that waited past its deadline: no
+// call is made for it.
+var errDeadlinePassed = errors.New("actors: deadline passed before the call")
+
+// authzPool owns AuthzConcurrency workers and a FIFO of waiting calls. A free
+// worker takes the oldest waiting call whose deadline has not passed, so one
+// slow call never holds up calls queued behind it while another worker is
+// idle (no per-worker mailboxes, unlike a round-robin router). The queue is
+// bounded by MaxInflight: each request actor has at most one call waiting.
+type authzPool struct {
+	e       *Engine
+	log     *slog.Logger
+	idle    []*actor.PID
+	waiting []waitingCall
+}
+
+type waitingCall struct {
+	msg     *Authorize
+	replyTo *actor.PID
+}
+
+func newAuthzPool(e *Engine) *authzPool {
+	return &authzPool{e: e, log: e.log.With("actor", "authz-pool")}
+}
+
+func (p *authzPool) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		p.idle = p.idle[:0]
+		props := actor.PropsFromProducer(func() actor.Actor { return &authzWorker{e: p.e} })
+		for i := range p.e.cfg.AuthzConcurrency {
+			pid, err := ctx.SpawnNamed(props, fmt.Sprintf("w%d", i))
+			if err != nil {
+				p.log.Error("spawn worker", "err", err)
+				continue
+			}
+			p.idle = append(p.idle, pid)
+		}
+	case *Authorize:
+		p.waiting = append(p.waiting, waitingCall{msg: msg, replyTo: ctx.Sender()})
+		p.dispatch(ctx)
+	case *workerIdle:
+		p.idle = append(p.idle, ctx.Sender())
+		p.dispatch(ctx)
+	case *actor.Stopping, *actor.Stopped, *actor.Restarting, *actor.Terminated:
+	default:
+		p.log.Debug("unexpected message", "type", typeName(msg))
+	}
+}
+
+// dispatch hands waiting calls to idle workers, oldest first, and answers
+// at once those whose deadline has passed.
+func (p *authzPool) dispatch(ctx actor.Context) {
+	now := p.e.cfg.now()
+	for len(p.waiting) > 0 && len(p.idle) > 0 {
+		w := p.waiting[0]
+		p.waiting[0] = waitingCall{}
+		p.waiting = p.waiting[1:]
+		if !now.Before(w.msg.Deadline) {
+			ctx.Send(w.replyTo, &AuthzAnswered{Err: errDeadlinePassed})
+			continue
+		}
+		worker := p.idle[len(p.idle)-1]
+		p.idle = p.idle[:len(p.idle)-1]
+		ctx.RequestWithCustomSender(worker, w.msg, w.replyTo)
+	}
+	if len(p.waiting) == 0 {
+		p.waiting = nil // let the backing array go after a burst
+	}
+}
+
+// authzWorker makes one HTTP call at a time. It blocks in Receive on
+// purpose: that is what bounds the load on the authorization service.
+type authzWorker struct {
+	e *Engine
+}
+
+func (w *authzWorker) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *Authorize:
+		ctx.Respond(w.call(msg))
+		ctx.Request(ctx.Parent(), &workerIdle{}) // Request: the pool reads Sender
+	case *actor.Started, *actor.Stopping, *actor.Stopped, *actor.Restarting:
+	default:
+		w.e.log.Debug("unexpected message", "actor", "authz-worker", "type", typeName(msg))
+	}
+}
+
+func (w *authzWorker) call(msg *Authorize) (answer *AuthzAnswered) {
+	defer func() {
+		// A panicking AuthorizeFunc must not cost the pool a worker.
+		if v := recover(); v != nil {
+			w.e.authzCalls.Store(max(w.e.authzCalls.Load()-1, 0))
+			answer = &AuthzAnswered{Err: fmt.Errorf("actors: authorize panicked: %v", v)}
+		}
+	}()
+	now := w.e.cfg.now()
+	if !now.Before(msg.Deadline) {
+		return &AuthzAnswered{Err: errDeadlinePassed}
+	}
+	deadline := msg.Deadline
+	if d := now.Add(w.e.cfg.AuthzCallTimeout); d.Before(deadline) {
+		deadline = d
+	}
+	w.e.authzCalls.Add(1)
+	status, reason, err := w.e.cfg.Authorize(deadline, msg.StationID, msg.DriverToken)
+	w.e.authzCalls.Add(-1)
+	if err != nil {
+		return &AuthzAnswered{Err: err}
+	}
+	return &AuthzAnswered{Status: status, Reason: reason}
+}

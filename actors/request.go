@@ -1,0 +1,130 @@
+package actors
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/chargeauth/chargeauth/persistence"
+	"github.com/chargeauth/chargeauth/session"
+)
+
+// requestActor decides one request: it asks the authz pool, retries failed
+// calls while the deadline allows, and decides unknown when the deadline
+// comes first.
+//
+// The deadline is a plain timer that sends *deadlinePassed, not protoactor's
+// receive timeout: that one slides with every ordinary message, and (in the
+// version we build with) its timer goroutine writes the context's timeout
+// field while the mailbox goroutine reads it, which `go test -race` reports.
+// Every message the actor may get before deciding still implements
+// NotInfluenceReceiveTimeout, so nothing changes if a receive timeout is
+// ever used again.
+type requestActor struct {
+	e   *Engine
+	rec session.Record
+	log *slog.Logger
+
+	calls   int   // calls asked of the pool
+	lastErr error // why the last call gave no answer
+	timer   *time.Timer
+	done    bool
+
+	checkStore bool // it may be decided already: look before asking
+}
+
+func newRequestActor(e *Engine, rec session.Record, checkStore bool) *requestActor {
+	return &requestActor{e: e, rec: rec, checkStore: checkStore, log: e.log.With("request_id", rec.ID)}
+}
+
+func (r *requestActor) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		if r.checkStore {
+			if cur, err := r.e.cfg.Store.Get(r.rec.ID); err != nil || cur.State != session.StatePending {
+				r.done = true
+				ctx.Stop(ctx.Self())
+				return
+			}
+		}
+		// Runs again after a restart (with fresh state): recompute.
+		left := r.rec.DecideBy.Sub(r.e.cfg.now())
+		if left <= 0 {
+			r.decide(ctx, session.StatusUnknown, "timeout", session.ByTimeout)
+			return
+		}
+		self, root := ctx.Self(), r.e.system.Root
+		r.timer = time.AfterFunc(left, func() { root.Send(self, &deadlinePassed{}) })
+		r.ask(ctx)
+	case *AuthzAnswered:
+		if r.done {
+			return
+		}
+		if msg.Err == nil {
+			r.decide(ctx, msg.Status, msg.Reason, session.ByAuthz)
+			return
+		}
+		r.lastErr = msg.Err
+		delay := retryDelay(r.e.cfg.AuthzRetryBackoff, time.Second, r.calls)
+		if r.e.cfg.now().Add(delay).After(r.rec.DecideBy) {
+			return // the deadline comes first
+		}
+		self, root := ctx.Self(), r.e.system.Root
+		time.AfterFunc(delay, func() { root.Send(self, &retryAuthorize{}) })
+	case *retryAuthorize:
+		if !r.done {
+			r.ask(ctx)
+		}
+	case *deadlinePassed:
+		reason := "timeout"
+		if r.lastErr != nil {
+			reason = "timeout: " + r.lastErr.Error()
+		}
+		r.decide(ctx, session.StatusUnknown, reason, session.ByTimeout)
+	case *actor.Stopping, *actor.Stopped, *actor.Restarting:
+	default:
+		r.log.Debug("unexpected message", "type", typeName(msg))
+	}
+}
+
+func (r *requestActor) ask(ctx actor.Context) {
+	r.calls++
+	ctx.Request(r.e.pool, &Authorize{
+		ID:          r.rec.ID,
+		StationID:   r.rec.StationID,
+		DriverToken: r.rec.DriverToken,
+		Deadline:    r.rec.DecideBy,
+	})
+}
+
+// decide makes the decision durable, and only then hands it to the
+// callback sender. If the store already holds a decision (a late duplicate
+// after a restart), it changes nothing and sends nothing.
+func (r *requestActor) decide(ctx actor.Context, status session.Status, reason string, by session.DecidedBy) {
+	if r.done {
+		return
+	}
+	r.done = true
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+	defer ctx.Stop(ctx.Self())
+
+	rec, err := r.e.cfg.Store.Decide(r.rec.ID, status, reason, by, r.e.cfg.now().UTC())
+	switch {
+	case errors.Is(err, persistence.ErrWrongState):
+		r.log.Debug("already decided", "state", rec.State)
+		return
+	case err != nil:
+		// Still pending in the store: the next start decides it.
+		r.log.Error("persist decision", "err", err)
+		return
+	}
+	r.log.Info("decided", "status", status, "decided_by", by, "reason", reason,
+		"station_id", rec.StationID, "driver_token", session.MaskToken(rec.DriverToken))
+	r.e.system.EventStream.Publish(&Decided{Record: rec})
+	r.e.pendingCB.Add(1)
+	ctx.Send(r.e.sender, &DeliverCallback{Record: rec})
+}

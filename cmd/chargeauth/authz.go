@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"io"
+	"log/slog"
+	"net"
+	"os/signal"
+	"syscall"
+
+	"github.com/chargeauth/chargeauth/acl"
+	"github.com/chargeauth/chargeauth/http/authz"
+)
+
+// authzCmd runs the authorization service on its own.
+func authzCmd(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("authz", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:8081", "address of the authorization service")
+	aclPath := fs.String("acl", "", "ACL file (empty: a small built-in sample)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "json", "json or text")
+	if err := parseFlags(fs, args, stderr, "chargeauth authz [flags]"); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		return usageError("%v", err)
+	}
+	a := acl.Sample()
+	if *aclPath != "" {
+		if a, err = acl.Load(*aclPath); err != nil {
+			return usageError("--acl: %v", err)
+		}
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return usageError("--listen: %v", err)
+	}
+	srv := authz.NewServer(authz.Config{ACL: a, Logger: log})
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		return err
+	}
+	slog.Info("stopping")
+	return srv.Shutdown()
+}

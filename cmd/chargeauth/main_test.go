@@ -1,0 +1,279 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The command line is checked from the outside: exit codes, messages,
+// flags and their variables, and a real binary started and stopped.
+
+func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestBadConfigurationExits2(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"negative timeout", nil, []string{"serve", "--decision-timeout", "-1s"}, "--decision-timeout -1s: must be at least 1ms"},
+		{"zero concurrency", nil, []string{"serve", "--authz-concurrency", "0"}, "--authz-concurrency 0: must be at least 1"},
+		{"malformed secret", nil, []string{"serve", "--callback-secret", "nope"}, "--callback-secret"},
+		{"unknown flag", nil, []string{"serve", "--bogus"}, "bogus"},
+		{"bad env value", map[string]string{"CHARGEAUTH_DECISION_TIMEOUT": "soon"}, []string{"serve"}, "CHARGEAUTH_DECISION_TIMEOUT"},
+		{"env read", map[string]string{"CHARGEAUTH_MAX_INFLIGHT": "0"}, []string{"serve"}, "--max-inflight 0"},
+		{"bad size", nil, []string{"serve", "--min-free-disk", "lots"}, "min-free-disk"},
+		{"bad authz url", nil, []string{"serve", "--authz-url", "ftp://x"}, "--authz-url"},
+		{"acl with authz url", nil, []string{"serve", "--authz-url", "http://127.0.0.1:1", "--acl", "x.json"}, "--acl"},
+		{"unreadable acl", nil, []string{"serve", "--acl", "/nonexistent/acl.json", "--data-dir", "DATADIR"}, "--acl"},
+		{"bad log level", nil, []string{"serve", "--log-level", "loud"}, "--log-level"},
+		{"unknown command", nil, []string{"frobnicate"}, "unknown command"},
+		{"no command", nil, nil, "Usage"},
+		{"sessions without subcommand", nil, []string{"sessions"}, "sessions list"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			dataDir := t.TempDir()
+			for i, a := range tc.args {
+				if a == "DATADIR" {
+					tc.args[i] = dataDir
+				}
+			}
+			code, _, stderr := runCmd(t, tc.args...)
+			if code != 2 {
+				t.Errorf("exit %d, want 2 (stderr %q)", code, stderr)
+			}
+			if !strings.Contains(stderr, tc.want) {
+				t.Errorf("stderr %q does not mention %q", stderr, tc.want)
+			}
+			if entries, _ := os.ReadDir(dataDir); len(entries) != 0 {
+				t.Errorf("a rejected configuration created files in the data dir")
+			}
+		})
+	}
+}
+
+func TestServeHelpListsEveryFlagWithVariable(t *testing.T) {
+	code, _, stderr := runCmd(t, "serve", "-h")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, flag := range []string{"listen", "admin-listen", "data-dir", "authz-url", "authz-listen", "acl",
+		"decision-timeout", "authz-concurrency", "callback-secret", "callback-max-attempts", "callback-backoff",
+		"allow-private-callbacks", "max-inflight", "max-backlog", "shutdown-grace", "retention", "min-free-disk"} {
+		env := "$CHARGEAUTH_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+		if !strings.Contains(stderr, "--"+flag+" (default ") || !strings.Contains(stderr, env) {
+			t.Errorf("help lacks --%s with its default and %s", flag, env)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	if code, out, _ := runCmd(t, "version"); code != 0 || !strings.HasPrefix(out, "chargeauth ") {
+		t.Errorf("version: %d %q", code, out)
+	}
+}
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// binary builds chargeauth once per test run.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "chargeauth-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "chargeauth")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// proc is a running chargeauth subprocess whose JSON log lines are read.
+type proc struct {
+	cmd   *exec.Cmd
+	mu    sync.Mutex
+	lines []map[string]any
+	done  chan struct{}
+}
+
+func start(t *testing.T, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(binary(t), args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(p.done)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) == nil {
+				p.mu.Lock()
+				p.lines = append(p.lines, m)
+				p.mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return p
+}
+
+// addr waits for the log line msg and returns its addr.
+func (p *proc) addr(t *testing.T, msg string) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		p.mu.Lock()
+		for _, l := range p.lines {
+			if l["msg"] == msg {
+				p.mu.Unlock()
+				return fmt.Sprint(l["addr"])
+			}
+		}
+		p.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no %q log line", msg)
+	return ""
+}
+
+func (p *proc) logs() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b, _ := json.Marshal(p.lines)
+	return string(b)
+}
+
+// The binary serves on its embedded authorization service, answers a
+// request, logs one line per listener, never logs a full token, and exits 0
+// on SIGTERM; the sessions command reads the stopped store.
+func TestServeBinary(t *testing.T) {
+	dataDir := t.TempDir()
+	p := start(t, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--authz-listen", "127.0.0.1:0",
+		"--data-dir", dataDir, "--allow-private-callbacks", "--callback-max-attempts", "1")
+	public := p.addr(t, "public listener")
+	admin := p.addr(t, "admin listener")
+	p.addr(t, "authorization service listener")
+
+	const token = "validDriverToken1234567"
+	body := `{"station_id":"123e4567-e89b-12d3-a456-426614174000","driver_token":"` + token + `","callback_url":"http://127.0.0.1:1/cb"}`
+	resp, err := http.Post("http://"+public+"/charge_point/session/", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 202 {
+		t.Fatalf("POST: %d %s", resp.StatusCode, raw)
+	}
+	var ack struct {
+		RequestID string `json:"request_id"`
+	}
+	_ = json.Unmarshal(raw, &ack)
+
+	// The callback goes nowhere (port 1): one attempt, then failed.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r, err := http.Get("http://" + admin + "/sessions/" + ack.RequestID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		if strings.Contains(string(b), `"state":"failed"`) {
+			if !strings.Contains(string(b), `"status":"allowed"`) {
+				t.Errorf("record %s: want allowed", b)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not failed in time: %s", b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v, want 0", err)
+	}
+	logs := p.logs()
+	if strings.Contains(logs, token) {
+		t.Errorf("the logs contain the full driver token")
+	}
+	if !strings.Contains(logs, ack.RequestID) {
+		t.Errorf("no log line carries the request id")
+	}
+
+	// Stopped: the sessions command reads the store directly.
+	out, err := exec.Command(binary(t), "sessions", "get", ack.RequestID, "--data-dir", dataDir, "--json").Output()
+	if err != nil {
+		t.Fatalf("sessions get: %v", err)
+	}
+	if !strings.Contains(string(out), `"state":"failed"`) || strings.Contains(string(out), token) {
+		t.Errorf("sessions get: %s", out)
+	}
+	out, err = exec.Command(binary(t), "sessions", "list", "--data-dir", dataDir).Output()
+	if err != nil || !strings.Contains(string(out), ack.RequestID) || !strings.Contains(string(out), "REQUEST_ID") {
+		t.Errorf("sessions list: %v %s", err, out)
+	}
+}
+
+// A port already in use is a configuration error: exit 2.
+func TestPortClashExits2(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cmd := exec.Command(binary(t), "serve", "--listen", ln.Addr().String(), "--admin-listen", "127.0.0.1:0",
+		"--authz-listen", "127.0.0.1:0", "--data-dir", t.TempDir())
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+		t.Fatalf("exit %v, want 2: %s", err, out)
+	}
+	if !strings.Contains(string(out), ln.Addr().String()) {
+		t.Errorf("the message should name the address: %s", out)
+	}
+}

@@ -1,0 +1,86 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"strconv"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/chargeauth/chargeauth/actors"
+	"github.com/chargeauth/chargeauth/persistence"
+	"github.com/chargeauth/chargeauth/session"
+)
+
+// failure is one kind of failed answer.
+type failure int
+
+const (
+	failInvalid failure = iota
+	failNotFound
+	failNoEndpoint
+	failMethod
+	failTooLarge
+	failMediaType
+	failClosing
+	failDiskFull
+	failBacklogFull
+	failStore
+)
+
+// failures maps each kind to its status code, message and Retry-After
+// seconds (0: no header). It is the only place these are decided.
+var failures = [...]struct {
+	code       int
+	message    string
+	retryAfter int
+}{
+	failInvalid:     {fasthttp.StatusBadRequest, "", 0}, // the message lists the field errors
+	failNotFound:    {fasthttp.StatusNotFound, "request not found", 0},
+	failNoEndpoint:  {fasthttp.StatusNotFound, "no such endpoint", 0},
+	failMethod:      {fasthttp.StatusMethodNotAllowed, "method not allowed", 0},
+	failTooLarge:    {fasthttp.StatusRequestEntityTooLarge, "body is larger than 16 KiB", 0},
+	failMediaType:   {fasthttp.StatusUnsupportedMediaType, "content type must be application/json", 0},
+	failClosing:     {fasthttp.StatusServiceUnavailable, "service is shutting down; nothing was accepted", 1},
+	failDiskFull:    {fasthttp.StatusServiceUnavailable, "storage is full; nothing was accepted", 5},
+	failBacklogFull: {fasthttp.StatusServiceUnavailable, "too many requests are waiting; nothing was accepted", 1},
+	failStore:       {fasthttp.StatusServiceUnavailable, "cannot persist the request; nothing was accepted", 1},
+}
+
+// acceptFailure classifies an error from Engine.Accept.
+func acceptFailure(err error) failure {
+	switch {
+	case errors.Is(err, actors.ErrStopping), errors.Is(err, persistence.ErrClosing):
+		return failClosing
+	case errors.Is(err, persistence.ErrDiskFull):
+		return failDiskFull
+	case errors.Is(err, actors.ErrBacklogFull):
+		return failBacklogFull
+	default:
+		return failStore
+	}
+}
+
+type failedBody struct {
+	Status string               `json:"status"`
+	Error  string               `json:"error"`
+	Errors []session.FieldError `json:"errors,omitempty"`
+}
+
+// writeFailed writes every failed answer: {"status":"failed","error":...}
+// with the field errors for a 400.
+func writeFailed(ctx *fasthttp.RequestCtx, kind failure, fieldErrors []session.FieldError) {
+	f := failures[kind]
+	msg := f.message
+	if kind == failInvalid {
+		msg = session.JoinFieldErrors(fieldErrors)
+	}
+	body, _ := json.Marshal(failedBody{Status: "failed", Error: msg, Errors: fieldErrors})
+	ctx.Response.Reset()
+	ctx.SetStatusCode(f.code)
+	ctx.SetContentType("application/json")
+	if f.retryAfter > 0 {
+		ctx.Response.Header.Set("Retry-After", strconv.Itoa(f.retryAfter))
+	}
+	ctx.SetBody(body)
+}

@@ -1,0 +1,303 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+
+	"github.com/chargeauth/chargeauth/actors"
+	"github.com/chargeauth/chargeauth/http/authz"
+	"github.com/chargeauth/chargeauth/http/webhook"
+	"github.com/chargeauth/chargeauth/persistence"
+	"github.com/chargeauth/chargeauth/session"
+)
+
+// Config configures a Service: the serve command's flags, bound in cmd/.
+type Config struct {
+	// Listen is the public API's address. Default: ":8080".
+	Listen string
+	// AdminListen is the admin listener's address. Default: "127.0.0.1:8082".
+	AdminListen string
+	// DataDir holds the Pebble store. Default: "./data".
+	DataDir string
+	// AuthzURL is the authorization service's base URL. Required (the serve
+	// command starts the embedded one and passes its URL).
+	AuthzURL string
+	// DecisionTimeout: accept to deadline. Default: 10s.
+	DecisionTimeout time.Duration
+	// AuthzConcurrency bounds the calls to the authorization service.
+	// Default: 64.
+	AuthzConcurrency int
+	// CallbackSecrets sign callbacks ("whsec_..."). Default: none.
+	CallbackSecrets []string
+	// CallbackMaxAttempts counts all attempts, the first included. Default: 10.
+	CallbackMaxAttempts int
+	// CallbackBackoff is the first retry delay. Default: 1s.
+	CallbackBackoff time.Duration
+	// CallbackMaxBackoff caps the retry delay. Default: 10m.
+	CallbackMaxBackoff time.Duration
+	// CallbackTimeout bounds one attempt. Default: 10s.
+	CallbackTimeout time.Duration
+	// AllowPrivateCallbacks lets callbacks reach loopback and private
+	// addresses. Default: false.
+	AllowPrivateCallbacks bool
+	// MaxInflight bounds the live request actors. Default: 10000.
+	MaxInflight int
+	// MaxBacklog bounds the requests waiting in the store; 0: disk only.
+	// Default: 0.
+	MaxBacklog int
+	// ShutdownGrace is how long Close lets in-flight work finish.
+	// Default: 10s.
+	ShutdownGrace time.Duration
+	// Retention keeps delivered and failed records this long. Default: 168h.
+	Retention time.Duration
+	// MinFreeDisk: below this many free bytes, accepts get 503.
+	// Default: 256 MiB.
+	MinFreeDisk uint64
+	// Logger. Default: slog.Default().
+	Logger *slog.Logger
+
+	// FS is the store's filesystem (tests: vfs.NewMem()). Default: vfs.Default.
+	FS vfs.FS
+
+	now func() time.Time // test-only clock
+}
+
+func (c *Config) setDefaults() {
+	if c.Listen == "" {
+		c.Listen = ":8080"
+	}
+	if c.AdminListen == "" {
+		c.AdminListen = "127.0.0.1:8082"
+	}
+	if c.DataDir == "" {
+		c.DataDir = "./data"
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = 10 * time.Second
+	}
+	if c.Retention == 0 {
+		c.Retention = 168 * time.Hour
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.FS == nil {
+		c.FS = vfs.Default
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+}
+
+// Validate reports the first invalid field that the packages below do not
+// check themselves.
+func (c *Config) Validate() error {
+	switch {
+	case c.AuthzURL == "":
+		return errors.New("api: authz URL is required")
+	case c.ShutdownGrace < 0:
+		return fmt.Errorf("api: shutdown grace %v: must not be negative", c.ShutdownGrace)
+	case c.Retention < 0:
+		return fmt.Errorf("api: retention %v: must not be negative", c.Retention)
+	}
+	return nil
+}
+
+// ErrListen marks a listener that could not be bound (address in use, bad
+// address): a configuration error.
+var ErrListen = errors.New("api: listen")
+
+// Service is a running chargeauth: store, engine, public and admin listeners.
+type Service struct {
+	cfg    Config
+	log    *slog.Logger
+	store  *persistence.Store
+	engine atomic.Pointer[actors.Engine]
+	ready  atomic.Bool
+
+	publicLn, adminLn net.Listener
+	public, adminSrv  *fasthttp.Server
+	metrics           *metrics
+	decisions         *prometheus.CounterVec
+
+	serveErr  chan error
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New binds both listeners (so a port clash fails before anything starts),
+// opens the store, serves the admin listener (not ready yet), resumes the
+// engine from the store and then serves the public API. It returns once the
+// service is ready.
+func New(cfg Config) (*Service, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, log: cfg.Logger, serveErr: make(chan error, 2)}
+	var err error
+	if s.publicLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("%w %s: %v", ErrListen, cfg.Listen, err)
+	}
+	if s.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+		s.publicLn.Close()
+		return nil, fmt.Errorf("%w %s (admin): %v", ErrListen, cfg.AdminListen, err)
+	}
+	if err := s.start(); err != nil {
+		s.publicLn.Close()
+		s.adminLn.Close()
+		if s.adminSrv != nil {
+			_ = s.adminSrv.Shutdown()
+		}
+		if s.store != nil {
+			_ = s.store.Close()
+		}
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Service) start() error {
+	cfg := &s.cfg
+	var err error
+	s.store, err = persistence.Open(persistence.Config{
+		Dir: cfg.DataDir, FS: cfg.FS, MinFreeDisk: cfg.MinFreeDisk, Logger: cfg.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	s.metrics = newMetrics(s.engine.Load, s.store)
+	s.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "chargeauth_decisions_total", Help: "Decisions made, by status and cause.",
+	}, []string{"status", "decided_by"})
+	s.metrics.reg.MustRegister(s.decisions)
+
+	s.adminSrv = &fasthttp.Server{
+		Handler: newAdmin(s, s.metrics).handle, Name: "chargeauth-admin",
+		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute,
+		Logger: slogPrintf{s.log},
+	}
+	go func() { s.serveErr <- s.adminSrv.Serve(s.adminLn) }()
+	s.log.Info("admin listener", "addr", s.adminLn.Addr().String())
+
+	client, err := authz.NewClient(authz.ClientConfig{URL: cfg.AuthzURL, MaxConns: max(cfg.AuthzConcurrency, 64)})
+	if err != nil {
+		return err
+	}
+	sender, err := webhook.New(webhook.Config{
+		Secrets: cfg.CallbackSecrets, AllowPrivate: cfg.AllowPrivateCallbacks, Timeout: cfg.CallbackTimeout, Logger: cfg.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	engine, err := actors.Start(actors.Config{
+		Store:     s.store,
+		Authorize: client.Authorize,
+		Deliver: func(deadline time.Time, id string, req session.Request, status session.Status) actors.DeliveryResult {
+			r := sender.Send(deadline, id, req, status)
+			return actors.DeliveryResult{Err: r.Err, Retryable: r.Retryable, RetryAfter: r.RetryAfter}
+		},
+		Logger:              cfg.Logger,
+		DecisionTimeout:     cfg.DecisionTimeout,
+		AuthzConcurrency:    cfg.AuthzConcurrency,
+		MaxInflight:         cfg.MaxInflight,
+		MaxBacklog:          cfg.MaxBacklog,
+		CallbackMaxAttempts: cfg.CallbackMaxAttempts,
+		CallbackBackoff:     cfg.CallbackBackoff,
+		CallbackMaxBackoff:  cfg.CallbackMaxBackoff,
+		CallbackTimeout:     cfg.CallbackTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	s.engine.Store(engine)
+	engine.System().EventStream.Subscribe(func(evt any) {
+		if d, ok := evt.(*actors.Decided); ok {
+			s.decisions.WithLabelValues(string(d.Record.Status), string(d.Record.DecidedBy)).Inc()
+		}
+	})
+
+	f := &front{engine: engine, store: s.store, metrics: s.metrics, now: cfg.now}
+	s.public = &fasthttp.Server{
+		Handler:            f.handle,
+		Name:               "chargeauth",
+		MaxRequestBodySize: MaxBodySize,
+		ReadTimeout:        10 * time.Second,
+		WriteTimeout:       10 * time.Second,
+		IdleTimeout:        2 * time.Minute,
+		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
+			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+				s.metrics.outcome("too_large")
+				writeFailed(ctx, failTooLarge, nil)
+				return
+			}
+			writeFailed(ctx, failInvalid, []session.FieldError{{Field: "body", Message: "malformed HTTP request"}})
+		},
+		Logger: slogPrintf{s.log},
+	}
+	go func() { s.serveErr <- s.public.Serve(s.publicLn) }()
+	s.log.Info("public listener", "addr", s.publicLn.Addr().String())
+	s.ready.Store(true)
+	return nil
+}
+
+// Addr is the public listener's address.
+func (s *Service) Addr() string { return s.publicLn.Addr().String() }
+
+// AdminAddr is the admin listener's address.
+func (s *Service) AdminAddr() string { return s.adminLn.Addr().String() }
+
+// Engine is the running actor engine.
+func (s *Service) Engine() *actors.Engine { return s.engine.Load() }
+
+// Store is the open store.
+func (s *Service) Store() *persistence.Store { return s.store }
+
+// Redeliver starts delivery again for a failed request.
+func (s *Service) Redeliver(id string) (session.Record, error) {
+	return s.engine.Load().Redeliver(id)
+}
+
+// Err delivers a listener's serve error, if one stops unexpectedly.
+func (s *Service) Err() <-chan error { return s.serveErr }
+
+// Close stops taking requests (readiness goes 503 first), lets in-flight
+// work finish for up to ShutdownGrace, stops the engine, closes the store,
+// and last the admin listener.
+func (s *Service) Close() error {
+	s.closeOnce.Do(func() {
+		s.ready.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
+		defer cancel()
+		if err := s.public.ShutdownWithContext(ctx); err != nil {
+			s.log.Warn("public listener shutdown", "err", err)
+		}
+		s.engine.Load().Stop(time.Until(deadlineOf(ctx)))
+		s.closeErr = s.store.Close()
+		_ = s.adminSrv.Shutdown()
+		s.log.Info("stopped")
+	})
+	return s.closeErr
+}
+
+func deadlineOf(ctx context.Context) time.Time {
+	d, _ := ctx.Deadline()
+	return d
+}
+
+// slogPrintf routes fasthttp's Printf logger to slog.
+type slogPrintf struct{ log *slog.Logger }
+
+func (l slogPrintf) Printf(format string, args ...any) {
+	l.log.Warn(fmt.Sprintf(format, args...), "component", "fasthttp")
+}

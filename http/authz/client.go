@@ -1,0 +1,198 @@
+package authz
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/chargeauth/chargeauth/session"
+)
+
+// ErrNoAnswer is wrapped by every error Authorize returns: the service gave
+// no usable answer (another status code, another body, a timeout, no
+// connection). Callers test it with errors.Is.
+var ErrNoAnswer = errors.New("authz: no answer")
+
+// ClientConfig configures a Client.
+type ClientConfig struct {
+	// URL is the service's base URL, e.g. http://127.0.0.1:8081; the client
+	// POSTs to URL+"/authorize". Required: absolute http or https with a
+	// host, no user info, query or fragment.
+	URL string
+	// MaxConns caps the connections to the service. Calls beyond it wait
+	// for a free connection until their deadline.
+	// Default: 64.
+	MaxConns int
+}
+
+func (c *ClientConfig) setDefaults() {
+	if c.MaxConns == 0 {
+		c.MaxConns = 64
+	}
+}
+
+// Validate reports what is wrong with c, after defaults.
+func (c *ClientConfig) Validate() error {
+	if c.MaxConns < 0 {
+		return fmt.Errorf("authz: MaxConns %d: must not be negative", c.MaxConns)
+	}
+	_, _, err := parseBaseURL(c.URL)
+	return err
+}
+
+// Client limits.
+const (
+	// maxResponseBodySize bounds what a misbehaving service can make us read.
+	maxResponseBodySize = 64 << 10
+	// maxConnWaitTimeout only lets the request's deadline bound the wait for
+	// a free connection (fasthttp waits min(this, time left)).
+	maxConnWaitTimeout = time.Hour
+)
+
+// Client calls the authorization service. It is safe for concurrent use and
+// keeps connections alive between calls.
+type Client struct {
+	endpoint string // base URL + "/authorize"
+	hc       *fasthttp.HostClient
+}
+
+// NewClient returns a Client for the service at cfg.URL.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	u, addr, _ := parseBaseURL(cfg.URL)
+	return &Client{
+		endpoint: strings.TrimSuffix(u.String(), "/") + "/authorize",
+		hc: &fasthttp.HostClient{
+			Addr:                addr,
+			IsTLS:               u.Scheme == "https",
+			Name:                "chargeauth",
+			MaxConns:            cfg.MaxConns,
+			MaxConnWaitTimeout:  maxConnWaitTimeout,
+			MaxResponseBodySize: maxResponseBodySize,
+			// POST /authorize only reads, so it is safe to send again; this
+			// covers a kept-alive connection the service closed meanwhile.
+			// A timeout is not retried: the deadline has passed.
+			MaxIdemponentCallAttempts: 2,
+			RetryIfErr: func(_ *fasthttp.Request, _ int, err error) (resetTimeout, retry bool) {
+				return false, !errors.Is(err, fasthttp.ErrTimeout)
+			},
+		},
+	}, nil
+}
+
+// parseBaseURL checks raw and returns it parsed, with the host:port to dial.
+func parseBaseURL(raw string) (*url.URL, string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, "", fmt.Errorf("authz: URL %q: %w", raw, err)
+	}
+	var port string
+	switch u.Scheme {
+	case "http":
+		port = "80"
+	case "https":
+		port = "443"
+	default:
+		return nil, "", fmt.Errorf("authz: URL %q: scheme must be http or https", raw)
+	}
+	switch {
+	case u.Hostname() == "":
+		return nil, "", fmt.Errorf("authz: URL %q: no host", raw)
+	case u.User != nil:
+		return nil, "", fmt.Errorf("authz: URL %q: user info is not supported", raw)
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		return nil, "", fmt.Errorf("authz: URL %q: a base URL has no query or fragment", raw)
+	}
+	if p := u.Port(); p != "" {
+		port = p
+	}
+	return u, net.JoinHostPort(u.Hostname(), port), nil
+}
+
+// authorizeResponse is the body of a 200 from POST /authorize.
+type authorizeResponse struct {
+	Status string `json:"status"`
+	Reason string `json:"reason"`
+}
+
+// Authorize asks the service about one request and waits for its answer
+// until deadline. Any err wraps ErrNoAnswer; an "unknown" status is an
+// answer, not an error.
+func (c *Client) Authorize(deadline time.Time, stationID, driverToken string) (session.Status, string, error) {
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+
+	req.SetRequestURI(c.endpoint)
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.Header.SetContentType("application/json")
+	var buf [256]byte
+	req.SetBody(appendRequestBody(buf[:0], stationID, driverToken))
+
+	if err := c.hc.DoDeadline(req, resp, deadline); err != nil {
+		return "", "", fmt.Errorf("%w from %s: %w", ErrNoAnswer, c.endpoint, err)
+	}
+	if code := resp.StatusCode(); code != fasthttp.StatusOK {
+		return "", "", fmt.Errorf("%w from %s: HTTP status %d", ErrNoAnswer, c.endpoint, code)
+	}
+	var out authorizeResponse
+	if err := json.Unmarshal(resp.Body(), &out); err != nil {
+		return "", "", fmt.Errorf("%w from %s: bad body: %w", ErrNoAnswer, c.endpoint, err)
+	}
+	status := session.Status(out.Status)
+	if !status.Valid() {
+		return "", "", fmt.Errorf("%w from %s: bad status %q", ErrNoAnswer, c.endpoint, out.Status)
+	}
+	return status, out.Reason, nil
+}
+
+// appendRequestBody appends {"station_id":...,"driver_token":...} to b.
+func appendRequestBody(b []byte, stationID, driverToken string) []byte {
+	b = append(b, `{"station_id":`...)
+	b = appendJSONString(b, stationID)
+	b = append(b, `,"driver_token":`...)
+	b = appendJSONString(b, driverToken)
+	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string. The public API has already
+// validated both fields, so escaping is the rare path; invalid UTF-8 becomes
+// U+FFFD, as encoding/json does.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && size == 1 {
+				b = append(b, `\ufffd`...)
+			} else {
+				b = append(b, s[i:i+size]...)
+			}
+			i += size
+			continue
+		}
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			b = append(b, c)
+		}
+		i++
+	}
+	return append(b, '"')
+}

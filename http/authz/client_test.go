@@ -1,0 +1,145 @@
+package authz
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+func TestNewClientURL(t *testing.T) {
+	tests := []struct {
+		url, want string // want: the endpoint, or the error text
+		ok        bool
+	}{
+		{"http://127.0.0.1:8081", "http://127.0.0.1:8081/authorize", true},
+		{"http://127.0.0.1:8081/", "http://127.0.0.1:8081/authorize", true},
+		{"https://authz.internal", "https://authz.internal/authorize", true},
+		{"http://[::1]:8081/base/", "http://[::1]:8081/base/authorize", true},
+		{"", "scheme must be http or https", false},
+		{"127.0.0.1:8081", "127.0.0.1:8081", false},
+		{"ftp://host", "scheme must be http or https", false},
+		{"http://", "no host", false},
+		{"http:///path", "no host", false},
+		{"/authorize", "scheme must be http or https", false},
+		{"http://user:pw@host", "user info", false},
+		{"http://host/?a=b", "no query or fragment", false},
+		{"http://host/#frag", "no query or fragment", false},
+		{"http://host:port", "invalid port", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.url, func(t *testing.T) {
+			c, err := NewClient(ClientConfig{URL: tt.url})
+			switch {
+			case tt.ok && err != nil:
+				t.Fatalf("NewClient: %v", err)
+			case tt.ok && c.endpoint != tt.want:
+				t.Errorf("endpoint %q; want %q", c.endpoint, tt.want)
+			case !tt.ok && (err == nil || !strings.HasPrefix(err.Error(), "authz: ") || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("NewClient error %v; want one containing %q", err, tt.want)
+			}
+		})
+	}
+	if _, err := NewClient(ClientConfig{URL: "http://host", MaxConns: -1}); err == nil {
+		t.Error("MaxConns -1 accepted")
+	}
+}
+
+func TestClientNoAnswer(t *testing.T) {
+	tests := []struct {
+		name    string
+		handler fasthttp.RequestHandler
+		want    string
+	}{
+		{"500", func(ctx *fasthttp.RequestCtx) {
+			ctx.SetStatusCode(500)
+			ctx.SetBodyString(`{"status":"allowed"}`)
+		}, "HTTP status 500"},
+		{"204", func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(204) }, "HTTP status 204"},
+		{"garbage body", func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("<html>ok</html>") }, "bad body: invalid character"},
+		{"empty body", func(ctx *fasthttp.RequestCtx) {}, "bad body: unexpected end of JSON input"},
+		{"bad status", func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString(`{"status":"maybe"}`) }, `bad status "maybe"`},
+		{"no status", func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString(`{"reason":"blocked"}`) }, `bad status ""`},
+		{"status case", func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString(`{"status":"Allowed"}`) }, `bad status "Allowed"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			url := startFake(t, tt.handler)
+			st, reason, err := mustClient(t, url).Authorize(time.Now().Add(time.Second), station, "validDriverToken1234567")
+			mustNoAnswer(t, err, tt.want)
+			if st != "" || reason != "" {
+				t.Errorf("an error came with %q, %q", st, reason)
+			}
+		})
+	}
+}
+
+func TestClientDeadline(t *testing.T) {
+	url := startFake(t, func(ctx *fasthttp.RequestCtx) {
+		time.Sleep(200 * time.Millisecond)
+		ctx.SetBodyString(`{"status":"allowed"}`)
+	})
+	c := mustClient(t, url)
+	start := time.Now()
+	_, _, err := c.Authorize(start.Add(50*time.Millisecond), station, "validDriverToken1234567")
+	elapsed := time.Since(start)
+	mustNoAnswer(t, err, "timeout")
+	if !errors.Is(err, fasthttp.ErrTimeout) {
+		t.Errorf("error %q does not wrap fasthttp.ErrTimeout", err)
+	}
+	if elapsed > 150*time.Millisecond {
+		t.Errorf("Authorize returned after %v; deadline was 50ms", elapsed)
+	}
+
+	// A deadline already past fails without a call.
+	_, _, err = c.Authorize(time.Now().Add(-time.Millisecond), station, "validDriverToken1234567")
+	mustNoAnswer(t, err, "timeout")
+}
+
+func TestClientConnectionRefused(t *testing.T) {
+	ln := listen(t)
+	url := "http://" + ln.Addr().String()
+	ln.Close()
+	_, _, err := mustClient(t, url).Authorize(time.Now().Add(time.Second), station, "validDriverToken1234567")
+	mustNoAnswer(t, err, "connection refused")
+}
+
+// A service that closes each connection after one answer, without saying
+// so ("Connection: close"), still gets answered: the client sends a call
+// again once when the kept-alive connection it reused turns out dead.
+func TestClientRetriesDeadKeptAliveConn(t *testing.T) {
+	ln := listen(t)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			var req fasthttp.Request
+			if err := req.Read(bufio.NewReader(conn)); err == nil {
+				_, _ = io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n{\"status\":\"allowed\"}")
+			}
+			conn.Close()
+		}
+	}()
+	c := mustClient(t, "http://"+ln.Addr().String())
+	for i := range 5 {
+		if _, _, err := c.Authorize(time.Now().Add(time.Second), station, "validDriverToken1234567"); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+}
+
+func TestAppendRequestBody(t *testing.T) {
+	got := string(appendRequestBody(nil, "a\"b\\c\n\x1f", "é\xffz"))
+	want := `{"station_id":"a\"b\\c\u000a\u001f","driver_token":"é\ufffdz"}`
+	if got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}

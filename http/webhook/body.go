@@ -1,0 +1,139 @@
+package webhook
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/chargeauth/chargeauth/session"
+)
+
+// Body returns the callback body, exactly
+//
+//	{"station_id":"...","driver_token":"...","status":"..."}
+//
+// with the keys in that order and the strings escaped as encoding/json does
+// with SetEscapeHTML(false) (invalid UTF-8 becomes U+FFFD).
+func Body(req session.Request, status session.Status) []byte {
+	n := len(`{"station_id":"","driver_token":"","status":""}`) +
+		len(req.StationID) + len(req.DriverToken) + len(status)
+	return appendBody(make([]byte, 0, n), req, status)
+}
+
+func appendBody(dst []byte, req session.Request, status session.Status) []byte {
+	dst = append(dst, `{"station_id":`...)
+	dst = appendJSONString(dst, req.StationID)
+	dst = append(dst, `,"driver_token":`...)
+	dst = appendJSONString(dst, req.DriverToken)
+	dst = append(dst, `,"status":`...)
+	dst = appendJSONString(dst, string(status))
+	return append(dst, '}')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string. It follows encoding/json
+// (without HTML escaping): ", \ and control characters are escaped, invalid
+// UTF-8 becomes \ufffd, and U+2028 / U+2029 are escaped for JavaScript.
+func appendJSONString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if b := s[i]; b < utf8.RuneSelf {
+			if b >= 0x20 && b != '"' && b != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch b {
+			case '"', '\\':
+				dst = append(dst, '\\', b)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// Sign returns the Standard Webhooks signature of one message:
+// "v1," + base64(HMAC-SHA256(secret, id + "." + ts + "." + body)).
+func Sign(secret []byte, id string, ts int64, body []byte) string {
+	return string(appendSignature(nil, secret, id, ts, body))
+}
+
+func appendSignature(dst, secret []byte, id string, ts int64, body []byte) []byte {
+	mac := hmac.New(sha256.New, secret)
+	var buf [24]byte
+	mac.Write([]byte(id))
+	mac.Write(append(strconv.AppendInt(append(buf[:0], '.'), ts, 10), '.'))
+	mac.Write(body)
+	var sum [sha256.Size]byte
+	dst = append(dst, "v1,"...)
+	return base64.StdEncoding.AppendEncode(dst, mac.Sum(sum[:0]))
+}
+
+const secretPrefix = "whsec_"
+
+// minSecretLen is the shortest decoded secret ParseSecret accepts: the
+// Standard Webhooks specification asks for 24 to 64 random bytes.
+const minSecretLen = 24
+
+// ErrSecret is wrapped by every error ParseSecret returns.
+var ErrSecret = errors.New("webhook: bad secret")
+
+// ParseSecret decodes a Standard Webhooks secret, "whsec_" followed by the
+// key in standard base64 (padding optional). The error never contains the
+// secret.
+func ParseSecret(s string) ([]byte, error) {
+	enc, ok := strings.CutPrefix(s, secretPrefix)
+	if !ok {
+		return nil, fmt.Errorf("%w: it must start with %q", ErrSecret, secretPrefix)
+	}
+	key, err := base64.StdEncoding.DecodeString(enc)
+	if err != nil {
+		key, err = base64.RawStdEncoding.DecodeString(enc)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: the part after %q is not standard base64", ErrSecret, secretPrefix)
+	}
+	if len(key) < minSecretLen {
+		return nil, fmt.Errorf("%w: %d bytes after decoding, want at least %d", ErrSecret, len(key), minSecretLen)
+	}
+	return key, nil
+}

@@ -1,0 +1,40 @@
+// Package persistence owns the Pebble store: key layout, value encoding, and
+// the transitions pending→decided→delivered|failed. It imports nothing from
+// actors or http.
+//
+// # Key layout
+//
+//	r/<id>          -> the session.Record, JSON-encoded (encoding/json; the
+//	                   encoding may become binary later, so read records only
+//	                   through this package)
+//	s/<state>/<id>  -> empty: the state index, one entry per record, in the
+//	                   record's current state
+//
+// Ids are UUIDv7 strings (lowercase hex), so byte order is time order: a scan
+// of s/pending/ from the start yields the oldest waiting request first, and
+// List walks r/ backwards for the newest.
+//
+// # Invariants
+//
+//   - A record and its index entry are written in one batch: for every r/<id>
+//     there is exactly one s/<state>/<id>, with state == record.State.
+//   - Every write that changes a state is committed with pebble.Sync before
+//     the method returns: a nil error means durable.
+//   - A record only moves along pending→decided→delivered|failed, and
+//     failed→decided on Redeliver. Transitions on one id are serialised by a
+//     striped lock, so a compare-and-set (Decide) has exactly one winner.
+//   - Accept takes no lock besides the closing read lock, so concurrent
+//     Accepts reach Pebble's commit pipeline together and share an fsync.
+//   - Pebble panics on a closed DB and calls Logger.Fatalf (which panics here)
+//     on a failed commit. The store therefore decides ErrClosing and
+//     ErrDiskFull itself, before it touches Pebble.
+//
+// # Locks
+//
+// Store.mu.RWMutex guards the closed flag and the life of the Pebble handle:
+// every method that touches Pebble holds the read lock for as long as it does,
+// and Close takes the write lock. The per-id stripes (Store.mu.ids) are taken
+// after the read lock, never before. No method takes the read lock twice, and
+// Scan calls its callback with no lock held, so a callback may call back into
+// the store.
+package persistence

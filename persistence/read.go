@@ -1,0 +1,162 @@
+package persistence
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/chargeauth/chargeauth/session"
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// scanPageSize is how many records Scan reads under the lock at a time.
+const scanPageSize = 256
+
+// Get returns the record of id, or an error wrapping ErrNotFound.
+func (s *Store) Get(id string) (session.Record, error) {
+	if err := s.rlock(); err != nil {
+		return session.Record{}, err
+	}
+	defer s.mu.RUnlock()
+	return s.getRLocked(s.db, id)
+}
+
+// getRLocked reads r/<id> from r. The caller holds s.mu.RLock.
+func (s *Store) getRLocked(r pebble.Reader, id string) (session.Record, error) {
+	var kb [64]byte
+	v, closer, err := r.Get(recordKey(kb[:0], id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return session.Record{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return session.Record{}, fmt.Errorf("persistence: get %s: %w", id, err)
+	}
+	defer closer.Close()
+	return decodeRecord(id, v)
+}
+
+// Scan calls fn with the records in state st, in ascending id order (oldest
+// first), starting after afterID ("" = from the start), at most limit of them
+// (<= 0: no limit), until fn returns false.
+//
+// Records are read in pages of scanPageSize, each from one consistent
+// snapshot, and fn runs with no lock held, so it may call the store. A record
+// that changes state during the scan may be missed or seen in its old state;
+// none is seen twice.
+func (s *Store) Scan(st session.State, afterID string, limit int, fn func(session.Record) bool) error {
+	if stateIndex(st) < 0 {
+		return fmt.Errorf("persistence: scan: invalid state %q", st)
+	}
+	var (
+		page   []session.Record
+		cursor = afterID
+		n      int
+		err    error
+	)
+	for {
+		want := scanPageSize
+		if limit > 0 && limit-n < want {
+			want = limit - n
+		}
+		page, err = s.scanPage(page[:0], st, cursor, want)
+		if err != nil {
+			return err
+		}
+		for i := range page {
+			n++
+			if !fn(page[i]) {
+				return nil
+			}
+		}
+		if len(page) < want || (limit > 0 && n >= limit) {
+			return nil
+		}
+		cursor = page[len(page)-1].ID
+	}
+}
+
+// scanPage appends to page up to want records in state st with id > afterID.
+func (s *Store) scanPage(page []session.Record, st session.State, afterID string, want int) ([]session.Record, error) {
+	if err := s.rlock(); err != nil {
+		return page, err
+	}
+	defer s.mu.RUnlock()
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+
+	prefix := indexPrefix(nil, st)
+	lower := prefix
+	if afterID != "" {
+		lower = idAfter(prefix, afterID)
+	}
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return page, fmt.Errorf("persistence: scan %s: %w", st, err)
+	}
+	for valid := it.First(); valid && len(page) < want; valid = it.Next() {
+		id := string(it.Key()[len(prefix):])
+		rec, err := s.getRLocked(snap, id)
+		if err != nil {
+			_ = it.Close()
+			return page, fmt.Errorf("persistence: scan %s: index entry %s: %w", st, id, err)
+		}
+		page = append(page, rec)
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return page, fmt.Errorf("persistence: scan %s: %w", st, err)
+	}
+	return page, nil
+}
+
+// List returns records newest first (descending id): those in state st (""
+// = every state) with id < beforeID ("" = from the newest), at most limit of
+// them (<= 0: no limit; callers serving a request should always pass one).
+// The result is one consistent snapshot.
+func (s *Store) List(st session.State, beforeID string, limit int) ([]session.Record, error) {
+	if st != "" && stateIndex(st) < 0 {
+		return nil, fmt.Errorf("persistence: list: invalid state %q", st)
+	}
+	if err := s.rlock(); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+
+	var prefix []byte
+	if st == "" {
+		prefix = []byte(recordPrefix)
+	} else {
+		prefix = indexPrefix(nil, st)
+	}
+	upper := prefixEnd(prefix)
+	if beforeID != "" {
+		upper = append(append([]byte(nil), prefix...), beforeID...)
+	}
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: upper})
+	if err != nil {
+		return nil, fmt.Errorf("persistence: list: %w", err)
+	}
+	var out []session.Record
+	for valid := it.Last(); valid && (limit <= 0 || len(out) < limit); valid = it.Prev() {
+		id := string(it.Key()[len(prefix):])
+		var rec session.Record
+		if st == "" {
+			v, verr := it.ValueAndErr()
+			if verr == nil {
+				rec, verr = decodeRecord(id, v)
+			}
+			err = verr
+		} else {
+			rec, err = s.getRLocked(snap, id)
+		}
+		if err != nil {
+			_ = it.Close()
+			return nil, fmt.Errorf("persistence: list: %s: %w", id, err)
+		}
+		out = append(out, rec)
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return nil, fmt.Errorf("persistence: list: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,271 @@
+package persistence
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/chargeauth/chargeauth/session"
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// Sentinel errors. Callers compare with errors.Is: most are returned wrapped.
+var (
+	// ErrClosing: Close has been called; nothing was read or written.
+	ErrClosing = errors.New("persistence: closing")
+	// ErrDiskFull: free space under Config.Dir is below Config.MinFreeDisk;
+	// the request was not written.
+	ErrDiskFull = errors.New("persistence: disk full")
+	// ErrNotFound: no record has that id.
+	ErrNotFound = errors.New("persistence: not found")
+	// ErrWrongState: the record is not in the state the transition needs.
+	ErrWrongState = errors.New("persistence: wrong state")
+)
+
+// Config configures a Store.
+type Config struct {
+	// Dir is the Pebble directory.
+	//
+	// Default: "./data".
+	Dir string
+
+	// FS is the file system Pebble runs on. Tests pass vfs.NewMem().
+	//
+	// Default: vfs.Default.
+	FS vfs.FS
+
+	// MinFreeDisk is the free-space floor: Accept returns ErrDiskFull while
+	// FS.GetDiskUsage(Dir).AvailBytes is below it. The reading is cached for
+	// about 100ms. Transitions of requests already accepted are not refused:
+	// the floor is the headroom they need. If the FS cannot report its usage
+	// (vfs.NewMem), there is no floor.
+	//
+	// Default: 0 (no floor). cmd passes 256 MiB.
+	MinFreeDisk uint64
+
+	// Logger receives Pebble's log lines and its events (background errors,
+	// slow disk, write stalls, low disk space).
+	//
+	// Default: slog.Default().
+	Logger *slog.Logger
+
+	// ReadOnly opens the store read-only, for a CLI reading the store of a
+	// stopped service. Writers return pebble.ErrReadOnly, wrapped.
+	//
+	// Default: false.
+	ReadOnly bool
+
+	// now is the clock of the disk-usage cache. Test-only.
+	//
+	// Default: time.Now.
+	now func() time.Time
+
+	// diskCheckEvery is how long a disk-usage reading is reused. Test-only.
+	//
+	// Default: defaultDiskCheckEvery. Negative: read on every Accept.
+	diskCheckEvery time.Duration
+}
+
+const defaultDiskCheckEvery = 100 * time.Millisecond
+
+func (c *Config) setDefaults() {
+	if c.Dir == "" {
+		c.Dir = "./data"
+	}
+	if c.FS == nil {
+		c.FS = vfs.Default
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.diskCheckEvery == 0 {
+		c.diskCheckEvery = defaultDiskCheckEvery
+	}
+}
+
+// Validate reports a configuration Open cannot use. Call it after defaults
+// are applied (Open does both).
+func (c *Config) Validate() error {
+	if c.Dir == "" {
+		return errors.New("persistence: config: empty Dir")
+	}
+	return nil
+}
+
+// numStripes is the number of per-id transition locks.
+const numStripes = 256
+
+// stripe is one per-id lock, padded to a cache line so that neighbouring
+// stripes taken by different cores do not share one.
+type stripe struct {
+	sync.Mutex
+	_ [64 - 8]byte
+}
+
+// numStates is the number of session states; counts is indexed by stateIndex.
+const numStates = 4
+
+var states = [numStates]session.State{
+	session.StatePending, session.StateDecided, session.StateDelivered, session.StateFailed,
+}
+
+func stateIndex(s session.State) int {
+	switch s {
+	case session.StatePending:
+		return 0
+	case session.StateDecided:
+		return 1
+	case session.StateDelivered:
+		return 2
+	case session.StateFailed:
+		return 3
+	}
+	return -1
+}
+
+// Store is chargeauth's durable state: one record per request, indexed by
+// state. All methods are safe for concurrent use.
+type Store struct {
+	cfg Config
+	log *slog.Logger
+	db  *pebble.DB
+
+	mu struct {
+		// RWMutex guards closed and the life of db: every method that
+		// touches db holds the read lock while it does; Close takes the
+		// write lock, so it waits for writes in flight.
+		sync.RWMutex
+		closed bool
+		// ids serialises read-check-write transitions on one id. Lock
+		// order: mu.RLock, then one ids stripe. Never two stripes.
+		ids [numStripes]stripe
+	}
+
+	// counts holds the number of records in each state, indexed by
+	// stateIndex. Counted from the index at Open, then moved after each
+	// committed transition.
+	counts [numStates]atomic.Int64
+
+	disk diskFloor
+}
+
+// Open opens (creating unless cfg.ReadOnly) the store in cfg.Dir and counts
+// the records in each state.
+func Open(cfg Config) (*Store, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Store{cfg: cfg, log: cfg.Logger.With("component", "persistence")}
+
+	opts := &pebble.Options{
+		FS:                 cfg.FS,
+		ReadOnly:           cfg.ReadOnly,
+		FormatMajorVersion: pebble.FormatNewest,
+		Logger:             pebbleLogger{cfg.Logger.With("component", "pebble")},
+		EventListener:      eventListener(cfg.Logger.With("component", "pebble")),
+	}
+	if cfg.ReadOnly {
+		// A read-only open cannot ratchet the format: keep what is on disk.
+		opts.FormatMajorVersion = pebble.FormatDefault
+	}
+	db, err := pebble.Open(cfg.Dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("persistence: open %s: %w", cfg.Dir, err)
+	}
+	s.db = db
+	s.disk.init(s)
+	if err := s.initCounts(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// initCounts counts the state index. It runs once, in Open, before the store
+// is shared.
+func (s *Store) initCounts() error {
+	for i, st := range states {
+		lo := indexPrefix(nil, st)
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+		if err != nil {
+			return fmt.Errorf("persistence: count %s: %w", st, err)
+		}
+		var n int64
+		for valid := it.First(); valid; valid = it.Next() {
+			n++
+		}
+		if err := errors.Join(it.Error(), it.Close()); err != nil {
+			return fmt.Errorf("persistence: count %s: %w", st, err)
+		}
+		s.counts[i].Store(n)
+	}
+	return nil
+}
+
+// Close waits for reads and writes in flight, then closes Pebble. Later calls
+// to any method but Count return ErrClosing. Close is idempotent: a second
+// call returns nil.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.closed {
+		return nil
+	}
+	s.mu.closed = true
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("persistence: close: %w", err)
+	}
+	return nil
+}
+
+// rlock takes the read lock and reports ErrClosing (releasing it) if Close
+// has been called. On nil, the caller must call s.mu.RUnlock.
+func (s *Store) rlock() error {
+	s.mu.RLock()
+	if s.mu.closed {
+		s.mu.RUnlock()
+		return ErrClosing
+	}
+	return nil
+}
+
+// stripeFor returns the transition lock of id.
+func (s *Store) stripeFor(id string) *sync.Mutex {
+	return &s.mu.ids[fnv32a(id)%numStripes].Mutex
+}
+
+// fnv32a is FNV-1a over s, inline so that hashing an id does not allocate.
+func fnv32a(s string) uint32 {
+	const offset, prime = 2166136261, 16777619
+	h := uint32(offset)
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= prime
+	}
+	return h
+}
+
+// Count returns the number of records in state st ("" = all states). It reads
+// in-memory counters and works after Close (the last values).
+func (s *Store) Count(st session.State) int64 {
+	if st == "" {
+		var n int64
+		for i := range s.counts {
+			n += s.counts[i].Load()
+		}
+		return n
+	}
+	i := stateIndex(st)
+	if i < 0 {
+		return 0
+	}
+	return s.counts[i].Load()
+}

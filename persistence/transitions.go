@@ -1,0 +1,197 @@
+package persistence
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/chargeauth/chargeauth/session"
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Accept durably writes a new request: the record and its s/pending/ index
+// entry, in one batch committed with pebble.Sync. rec.ID must be set and
+// rec.State must be pending.
+//
+// Accept takes no per-id lock and does not read before writing: the caller
+// guarantees the id is new (a UUIDv7). Many goroutines may call it at once,
+// and should: their commits share Pebble's fsync.
+//
+// It returns ErrClosing after Close and an error wrapping ErrDiskFull when
+// free space is below Config.MinFreeDisk, in both cases without touching
+// Pebble.
+func (s *Store) Accept(rec *session.Record) error {
+	if rec == nil || rec.ID == "" {
+		return errors.New("persistence: accept: record without an id")
+	}
+	if rec.State != session.StatePending {
+		return fmt.Errorf("%w: accept %s in state %q, want %q",
+			ErrWrongState, rec.ID, rec.State, session.StatePending)
+	}
+	v, err := encodeRecord(rec)
+	if err != nil {
+		return err
+	}
+	if err := s.rlock(); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	if err := s.disk.check(); err != nil {
+		return err
+	}
+
+	var kb [64]byte
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := b.Set(recordKey(kb[:0], rec.ID), v, nil); err != nil {
+		return fmt.Errorf("persistence: accept %s: %w", rec.ID, err)
+	}
+	if err := b.Set(indexKey(kb[:0], session.StatePending, rec.ID), nil, nil); err != nil {
+		return fmt.Errorf("persistence: accept %s: %w", rec.ID, err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("persistence: accept %s: %w", rec.ID, err)
+	}
+	s.counts[stateIndex(session.StatePending)].Add(1)
+	return nil
+}
+
+// Decide is the compare-and-set pending -> decided: it records the decision
+// (Status, Reason, DecidedBy, DecidedAt = at) and schedules the first callback
+// attempt (NextAttemptAt = at). Of two concurrent Decides on one id exactly
+// one succeeds; the other gets the winner's record and an error wrapping
+// ErrWrongState. Likewise for a record that is not pending.
+func (s *Store) Decide(id string, status session.Status, reason string, by session.DecidedBy, at time.Time) (session.Record, error) {
+	if !status.Valid() {
+		return session.Record{}, fmt.Errorf("persistence: decide %s: invalid status %q", id, status)
+	}
+	if by != session.ByAuthz && by != session.ByTimeout {
+		return session.Record{}, fmt.Errorf("persistence: decide %s: invalid decided_by %q", id, by)
+	}
+	return s.transition("decide", id, func(r *session.Record) error {
+		if r.State != session.StatePending {
+			return wrongState(r, session.StatePending)
+		}
+		r.State = session.StateDecided
+		r.Status, r.Reason, r.DecidedBy, r.DecidedAt = status, reason, by, at
+		r.NextAttemptAt = at
+		return nil
+	})
+}
+
+// Attempt is the outcome of one callback attempt.
+type Attempt struct {
+	// At is when the attempt ended.
+	At time.Time
+	// Err describes the failure; "" on success.
+	Err string
+	// Outcome is the state after the attempt: StateDecided (retry at
+	// NextAt), StateDelivered or StateFailed (out of attempts).
+	Outcome session.State
+	// NextAt is when to retry; used only with Outcome StateDecided.
+	NextAt time.Time
+}
+
+// RecordAttempt records one callback attempt on a decided record:
+// CallbackAttempts++, LastError = a.Err, and by a.Outcome: decided ->
+// NextAttemptAt = a.NextAt; delivered -> DeliveredAt = a.At; failed ->
+// FailedAt = a.At. A record that is not decided is returned unchanged with an
+// error wrapping ErrWrongState.
+func (s *Store) RecordAttempt(id string, a Attempt) (session.Record, error) {
+	switch a.Outcome {
+	case session.StateDecided, session.StateDelivered, session.StateFailed:
+	default:
+		return session.Record{}, fmt.Errorf("persistence: attempt %s: invalid outcome %q", id, a.Outcome)
+	}
+	return s.transition("attempt", id, func(r *session.Record) error {
+		if r.State != session.StateDecided {
+			return wrongState(r, session.StateDecided)
+		}
+		r.CallbackAttempts++
+		r.LastError = a.Err
+		r.State = a.Outcome
+		switch a.Outcome {
+		case session.StateDecided:
+			r.NextAttemptAt = a.NextAt
+		case session.StateDelivered:
+			r.DeliveredAt = a.At
+			r.NextAttemptAt = time.Time{}
+		case session.StateFailed:
+			r.FailedAt = a.At
+			r.NextAttemptAt = time.Time{}
+		}
+		return nil
+	})
+}
+
+// Redeliver moves a failed record back to decided for another round of
+// callback attempts: NextAttemptAt = at, CallbackAttempts = 0, FailedAt
+// cleared (LastError is kept). A record that is not failed is returned
+// unchanged with an error wrapping ErrWrongState.
+func (s *Store) Redeliver(id string, at time.Time) (session.Record, error) {
+	return s.transition("redeliver", id, func(r *session.Record) error {
+		if r.State != session.StateFailed {
+			return wrongState(r, session.StateFailed)
+		}
+		r.State = session.StateDecided
+		r.NextAttemptAt = at
+		r.CallbackAttempts = 0
+		r.FailedAt = time.Time{}
+		return nil
+	})
+}
+
+func wrongState(r *session.Record, want session.State) error {
+	return fmt.Errorf("%w: %s is %s, want %s", ErrWrongState, r.ID, r.State, want)
+}
+
+// transition is read-check-write on one record under its id's stripe lock.
+// apply changes a copy of the record or returns an error (then the current
+// record is returned with it, unchanged). The record and, if the state
+// changed, its index entry are written in one batch with pebble.Sync.
+func (s *Store) transition(op, id string, apply func(*session.Record) error) (session.Record, error) {
+	if err := s.rlock(); err != nil {
+		return session.Record{}, err
+	}
+	defer s.mu.RUnlock()
+	m := s.stripeFor(id)
+	m.Lock()
+	defer m.Unlock()
+
+	cur, err := s.getRLocked(s.db, id)
+	if err != nil {
+		return session.Record{}, err
+	}
+	next := cur
+	if err := apply(&next); err != nil {
+		return cur, err
+	}
+	v, err := encodeRecord(&next)
+	if err != nil {
+		return cur, err
+	}
+	var kb [64]byte
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := b.Set(recordKey(kb[:0], id), v, nil); err != nil {
+		return cur, fmt.Errorf("persistence: %s %s: %w", op, id, err)
+	}
+	if next.State != cur.State {
+		if err := b.Delete(indexKey(kb[:0], cur.State, id), nil); err != nil {
+			return cur, fmt.Errorf("persistence: %s %s: %w", op, id, err)
+		}
+		if err := b.Set(indexKey(kb[:0], next.State, id), nil, nil); err != nil {
+			return cur, fmt.Errorf("persistence: %s %s: %w", op, id, err)
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return cur, fmt.Errorf("persistence: %s %s: %w", op, id, err)
+	}
+	if next.State != cur.State {
+		if i := stateIndex(cur.State); i >= 0 {
+			s.counts[i].Add(-1)
+		}
+		s.counts[stateIndex(next.State)].Add(1)
+	}
+	return next, nil
+}

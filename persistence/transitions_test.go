@@ -1,0 +1,154 @@
+package persistence
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chargeauth/chargeauth/session"
+	"github.com/cockroachdb/datadriven"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// TestTransitions runs testdata/transitions. Commands:
+//
+//	accept id=<id> [state=<state>]     Accept at the clock's now (state: to test refusals)
+//	advance d=<duration>               move the clock
+//	decide id=<id> status=<s> by=<b> [reason=<r>]
+//	attempt id=<id> outcome=<state> [err=<e>] [next=<duration>]
+//	redeliver id=<id>
+//	get id=<id>
+//	scan state=<s> [after=<id>] [limit=<n>] [stop=<n>]   stop: fn returns false after n records
+//	list [state=<s>] [before=<id>] [limit=<n>]
+//	count [state=<s>]                  no state: every state and the total
+//	reopen                             Close, then Open on the same FS
+//	close
+//
+// Times print as offsets from t0. A refused transition prints the error and
+// the record as it stands. Refresh with: go test ./persistence -run TestTransitions -rewrite
+func TestTransitions(t *testing.T) {
+	fs := vfs.NewMem()
+	open := func() *Store {
+		s, err := Open(Config{Dir: "db", FS: fs, Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := open()
+	defer func() { _ = s.Close() }()
+	now := t0
+
+	datadriven.RunTest(t, "testdata/transitions", func(t *testing.T, d *datadriven.TestData) string {
+		str := func(key, def string) string {
+			v := def
+			d.MaybeScanArgs(t, key, &v)
+			return v
+		}
+		dur := func(key string, def time.Duration) time.Duration {
+			v := str(key, "")
+			if v == "" {
+				return def
+			}
+			x, err := time.ParseDuration(v)
+			if err != nil {
+				d.Fatalf(t, "%s: %v", key, err)
+			}
+			return x
+		}
+		num := func(key string) int {
+			n := 0
+			d.MaybeScanArgs(t, key, &n)
+			return n
+		}
+		result := func(r session.Record, err error) string {
+			if err != nil {
+				if r.ID == "" {
+					return "error: " + err.Error()
+				}
+				return "error: " + err.Error() + "\n" + formatRecord(r)
+			}
+			return formatRecord(r)
+		}
+		id := str("id", "")
+
+		switch d.Cmd {
+		case "accept":
+			rec := pending(id, now)
+			rec.State = session.State(str("state", string(session.StatePending)))
+			if err := s.Accept(rec); err != nil {
+				return "error: " + err.Error()
+			}
+			return "ok"
+		case "advance":
+			now = now.Add(dur("d", 0))
+			return fmt.Sprintf("now=+%s", now.Sub(t0))
+		case "decide":
+			return result(s.Decide(id, session.Status(str("status", "")), str("reason", ""),
+				session.DecidedBy(str("by", "")), now))
+		case "attempt":
+			return result(s.RecordAttempt(id, Attempt{
+				At:      now,
+				Err:     str("err", ""),
+				Outcome: session.State(str("outcome", "")),
+				NextAt:  now.Add(dur("next", time.Second)),
+			}))
+		case "redeliver":
+			return result(s.Redeliver(id, now))
+		case "get":
+			return result(s.Get(id))
+		case "scan":
+			var out []string
+			stop := num("stop")
+			err := s.Scan(session.State(str("state", "")), str("after", ""), num("limit"), func(r session.Record) bool {
+				out = append(out, formatRecord(r))
+				return stop == 0 || len(out) < stop
+			})
+			if err != nil {
+				out = append(out, "error: "+err.Error())
+			}
+			if len(out) == 0 {
+				return "(none)"
+			}
+			return strings.Join(out, "\n")
+		case "list":
+			recs, err := s.List(session.State(str("state", "")), str("before", ""), num("limit"))
+			if err != nil {
+				return "error: " + err.Error()
+			}
+			if len(recs) == 0 {
+				return "(none)"
+			}
+			out := make([]string, len(recs))
+			for i, r := range recs {
+				out[i] = formatRecord(r)
+			}
+			return strings.Join(out, "\n")
+		case "count":
+			if d.HasArg("state") {
+				return fmt.Sprint(s.Count(session.State(str("state", ""))))
+			}
+			var b strings.Builder
+			for _, st := range states {
+				fmt.Fprintf(&b, "%s=%d ", st, s.Count(st))
+			}
+			fmt.Fprintf(&b, "all=%d", s.Count(""))
+			return b.String()
+		case "reopen":
+			if err := s.Close(); err != nil {
+				return "error: " + err.Error()
+			}
+			s = open()
+			return "ok"
+		case "close":
+			if err := s.Close(); err != nil {
+				return "error: " + err.Error()
+			}
+			return "ok"
+		default:
+			d.Fatalf(t, "unknown command %q", d.Cmd)
+			return ""
+		}
+	})
+}
