@@ -144,7 +144,8 @@ type Store struct {
 		sync.RWMutex
 		closed bool
 		// ids serialises read-check-write transitions on one id. Lock
-		// order: mu.RLock, then one ids stripe. Never two stripes.
+		// order: mu.RLock, then one ids stripe. Only Expire holds
+		// several, taken in ascending index order.
 		ids [numStripes]stripe
 	}
 

@@ -332,3 +332,27 @@ func TestCallbackRetriedUntilDelivered(t *testing.T) {
 		}
 	}
 }
+
+// Delivered records older than --retention are deleted in the background.
+func TestRetention(t *testing.T) {
+	authz := startFakeAuthz(t, 0)
+	recv := startReceiver(t)
+	svc := startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true, Retention: 300 * time.Millisecond})
+	id := mustAccept(t, svc, tokAllowed, recv.URL+"/cb")
+	eventually(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if len(recv.byID(id)) == 0 {
+			return fmt.Errorf("no callback yet")
+		}
+		return nil
+	})
+	eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
+		r := do(t, "GET", "http://"+svc.Addr()+"/charge_point/session/"+id, "", nil)
+		if r.code != 404 {
+			return fmt.Errorf("GET %d: still kept", r.code)
+		}
+		return nil
+	})
+	if n := svc.Store().Count(session.StateDelivered); n != 0 {
+		t.Errorf("%d delivered records counted after retention", n)
+	}
+}

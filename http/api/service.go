@@ -130,9 +130,11 @@ type Service struct {
 	metrics           *metrics
 	decisions         *prometheus.CounterVec
 
-	serveErr  chan error
-	closeOnce sync.Once
-	closeErr  error
+	serveErr   chan error
+	stopRetain chan struct{}
+	retainDone chan struct{}
+	closeOnce  sync.Once
+	closeErr   error
 }
 
 // New binds both listeners (so a port clash fails before anything starts),
@@ -144,7 +146,8 @@ func New(cfg Config) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger, serveErr: make(chan error, 2)}
+	s := &Service{cfg: cfg, log: cfg.Logger, serveErr: make(chan error, 2),
+		stopRetain: make(chan struct{}), retainDone: make(chan struct{})}
 	var err error
 	if s.publicLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("%w %s: %v", ErrListen, cfg.Listen, err)
@@ -245,6 +248,7 @@ func (s *Service) start() error {
 		},
 		Logger: slogPrintf{s.log},
 	}
+	go s.retain()
 	go func() { s.serveErr <- s.public.Serve(s.publicLn) }()
 	s.log.Info("public listener", "addr", s.publicLn.Addr().String())
 	s.ready.Store(true)
@@ -283,11 +287,50 @@ func (s *Service) Close() error {
 			s.log.Warn("public listener shutdown", "err", err)
 		}
 		s.engine.Load().Stop(time.Until(deadlineOf(ctx)))
+		close(s.stopRetain)
+		<-s.retainDone
 		s.closeErr = s.store.Close()
 		_ = s.adminSrv.Shutdown()
 		s.log.Info("stopped")
 	})
 	return s.closeErr
+}
+
+// retain deletes delivered and failed records older than Retention, in
+// batches, every tenth of the retention (at most every minute). Accepts do
+// not wait for it: they take none of the locks it holds.
+func (s *Service) retain() {
+	defer close(s.retainDone)
+	every := min(max(s.cfg.Retention/10, 10*time.Millisecond), time.Minute)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopRetain:
+			return
+		case <-t.C:
+		}
+		for {
+			n, err := s.store.Expire(s.cfg.now().Add(-s.cfg.Retention), 1000)
+			if err != nil {
+				if !errors.Is(err, persistence.ErrClosing) {
+					s.log.Error("retention", "err", err)
+				}
+				break
+			}
+			if n > 0 {
+				s.log.Info("retention: deleted old records", "count", n)
+			}
+			if n < 1000 {
+				break
+			}
+			select {
+			case <-s.stopRetain:
+				return
+			default:
+			}
+		}
+	}
 }
 
 func deadlineOf(ctx context.Context) time.Time {
