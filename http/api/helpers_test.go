@@ -111,20 +111,26 @@ type receiver struct {
 	mu     sync.Mutex
 	got    []callback
 	answer func(n int) int // status code for the n-th callback (1-based)
+
+	onCallback func(callback) // called for each callback before answering
 }
 
 func startReceiver(t *testing.T) *receiver {
 	r := &receiver{}
 	r.URL = serveLoopback(t, func(ctx *fasthttp.RequestCtx) {
-		r.mu.Lock()
-		r.got = append(r.got, callback{
+		cb := callback{
 			Body:        string(ctx.PostBody()),
 			ContentType: string(ctx.Request.Header.ContentType()),
 			ID:          string(ctx.Request.Header.Peek("webhook-id")),
 			Timestamp:   string(ctx.Request.Header.Peek("webhook-timestamp")),
 			Signature:   string(ctx.Request.Header.Peek("webhook-signature")),
 			At:          time.Now(),
-		})
+		}
+		if r.onCallback != nil {
+			r.onCallback(cb)
+		}
+		r.mu.Lock()
+		r.got = append(r.got, cb)
 		n := len(r.got)
 		answer := r.answer
 		r.mu.Unlock()
