@@ -516,3 +516,83 @@ func TestRetryDelay(t *testing.T) {
 		}
 	}
 }
+
+// The answer and the deadline arriving at the same moment, many times over:
+// every request is decided once, called back once, with the stored status.
+func TestAnswerRacesDeadline(t *testing.T) {
+	authz := &fakeAuthz{delay: 30 * time.Millisecond, hang: true,
+		answers: map[string]session.Status{}}
+	for i := range 100 {
+		authz.answers[fmt.Sprintf("raceDriverToken%09d", i)] = session.StatusAllowed
+	}
+	h := startEngine(t, Config{DecisionTimeout: 30 * time.Millisecond, AuthzConcurrency: 100}, authz, &fakeReceiver{})
+	var ids []string
+	for i := range 100 {
+		ids = append(ids, h.mustAccept(fmt.Sprintf("raceDriverToken%09d", i)).ID)
+	}
+	byAuthz := 0
+	for _, id := range ids {
+		rec := h.waitState(id, session.StateDelivered)
+		if rec.DecidedBy == session.ByAuthz {
+			byAuthz++
+		}
+		want := session.StatusUnknown
+		if rec.DecidedBy == session.ByAuthz {
+			want = session.StatusAllowed
+		}
+		if rec.Status != want {
+			t.Errorf("%s: %s by %s", id, rec.Status, rec.DecidedBy)
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // every late answer has arrived
+	for _, id := range ids {
+		rec, _ := h.store.Get(id)
+		if cbs := h.recv.callbacks(id); len(cbs) != 1 || cbs[0] != rec.Status {
+			t.Errorf("%s: callbacks %v, stored %s", id, cbs, rec.Status)
+		}
+	}
+	t.Logf("%d of 100 decided by the answer, the rest by the deadline", byAuthz)
+}
+
+// The callback schedule lives in the store: a restart continues it from the
+// stored attempt count, not from the first attempt.
+func TestCallbackScheduleSurvivesRestart(t *testing.T) {
+	fs := vfs.NewMem()
+	st := openStore(t, fs)
+	fail := DeliveryResult{Err: errors.New("503"), Retryable: true}
+	recv := &fakeReceiver{script: []DeliveryResult{fail, fail, fail, fail, fail, fail}}
+	cfg := Config{Store: st, CallbackMaxAttempts: 4, CallbackBackoff: 50 * time.Millisecond, CallbackMaxBackoff: 50 * time.Millisecond}
+	cfg.Authorize = (&fakeAuthz{}).authorize
+	cfg.Deliver = recv.deliver
+	cfg.Logger = testLogger(t)
+	e, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := e.Accept(session.Request{StationID: "123e4567-e89b-12d3-a456-426614174000", DriverToken: "scheduleDriverToken00001", CallbackURL: "http://x/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, time.Millisecond, func() error {
+		r, _ := st.Get(rec.ID)
+		if r.CallbackAttempts < 2 {
+			return fmt.Errorf("%d attempts", r.CallbackAttempts)
+		}
+		return nil
+	})
+	e.Stop(0)
+	before, _ := st.Get(rec.ID)
+	if before.State != session.StateDecided || before.NextAttemptAt.IsZero() {
+		t.Fatalf("after stop: %+v", before)
+	}
+
+	// Restart: the remaining attempts (4 in all) are made, then failed.
+	h := startOn(t, Config{Store: st, CallbackMaxAttempts: 4, CallbackBackoff: 50 * time.Millisecond, CallbackMaxBackoff: 50 * time.Millisecond}, &fakeAuthz{}, recv)
+	got := h.waitState(rec.ID, session.StateFailed)
+	if got.CallbackAttempts != 4 {
+		t.Errorf("%d attempts in all, want 4 (the count went on from %d)", got.CallbackAttempts, before.CallbackAttempts)
+	}
+	if n := len(recv.callbacks(rec.ID)); n != 4 {
+		t.Errorf("%d callbacks sent in all, want 4", n)
+	}
+}
