@@ -24,22 +24,27 @@ type callbackSender struct {
 	log   *slog.Logger
 	queue []session.Record
 	busy  int
+	// owned holds the ids being delivered (queued, waiting for a retry
+	// timer, or in flight), so that a rescan of the store after a restart of
+	// the engine's work does not start a second delivery of one.
+	owned map[string]struct{}
 }
 
 func newCallbackSender(e *Engine) *callbackSender {
-	return &callbackSender{e: e, log: e.log.With("actor", "callbacks")}
+	return &callbackSender{e: e, log: e.log.With("actor", "callbacks"), owned: make(map[string]struct{})}
 }
 
 func (c *callbackSender) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *DeliverCallback:
-		rec := msg.Record
-		if wait := rec.NextAttemptAt.Sub(c.e.cfg.now()); wait > 0 {
-			self, root := ctx.Self(), c.e.system.Root
-			time.AfterFunc(wait, func() { root.Send(self, &DeliverCallback{Record: rec}) })
-			return
+		if _, ok := c.owned[msg.Record.ID]; ok {
+			return // already being delivered
 		}
-		c.queue = append(c.queue, rec)
+		c.owned[msg.Record.ID] = struct{}{}
+		c.e.pendingCB.Store(int64(len(c.owned)))
+		c.schedule(ctx, msg.Record)
+	case *callbackDue:
+		c.queue = append(c.queue, msg.Record)
 		c.run(ctx)
 	case *CallbackAttempted:
 		c.busy--
@@ -52,6 +57,17 @@ func (c *callbackSender) Receive(ctx actor.Context) {
 	default:
 		c.log.Debug("unexpected message", "type", typeName(msg))
 	}
+}
+
+// schedule queues rec now, or at its NextAttemptAt.
+func (c *callbackSender) schedule(ctx actor.Context, rec session.Record) {
+	if wait := rec.NextAttemptAt.Sub(c.e.cfg.now()); wait > 0 {
+		self, root := ctx.Self(), c.e.system.Root
+		time.AfterFunc(wait, func() { root.Send(self, &callbackDue{Record: rec}) })
+		return
+	}
+	c.queue = append(c.queue, rec)
+	c.run(ctx)
 }
 
 // run starts attempts while there is room.
@@ -108,15 +124,17 @@ func (c *callbackSender) attempt(rec session.Record) *CallbackAttempted {
 func (c *callbackSender) done(ctx actor.Context, msg *CallbackAttempted) {
 	switch {
 	case msg.Err != nil:
-		// The attempt is not stored (closing, disk full): the record is
-		// still decided in the store and the next start delivers it.
+		// The attempt is not stored (closing, a failed write): the record
+		// is still decided in the store, and the next start, or the rescan
+		// after the store recovers, delivers it.
 		if !errors.Is(msg.Err, persistence.ErrClosing) {
 			c.log.Error("store callback attempt", "request_id", msg.Record.ID, "err", msg.Err)
 		}
-		c.e.pendingCB.Add(-1)
+		delete(c.owned, msg.Record.ID)
 	case msg.Record.State == session.StateDecided:
-		ctx.Send(ctx.Self(), &DeliverCallback{Record: msg.Record}) // waits for NextAttemptAt
+		c.schedule(ctx, msg.Record) // waits for NextAttemptAt
 	default:
-		c.e.pendingCB.Add(-1)
+		delete(c.owned, msg.Record.ID)
 	}
+	c.e.pendingCB.Store(int64(len(c.owned)))
 }

@@ -203,13 +203,7 @@ func Start(cfg Config) (*Engine, error) {
 	}
 
 	// Undelivered callbacks first: they are already decided.
-	var scheduled int
-	err = cfg.Store.Scan(session.StateDecided, "", 0, func(rec session.Record) bool {
-		e.pendingCB.Add(1)
-		root.Send(e.sender, &DeliverCallback{Record: rec})
-		scheduled++
-		return true
-	})
+	scheduled, err := e.rescanCallbacks()
 	if err != nil {
 		e.Stop(0)
 		return nil, fmt.Errorf("actors: resume callbacks: %w", err)
@@ -225,7 +219,33 @@ func Start(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("actors: resume requests: %w", err)
 	}
 	e.log.Info("resumed", "pending", cfg.Store.Count(session.StatePending), "callbacks", scheduled)
+
+	// After a failed write the store reopens Pebble; decisions and attempts
+	// that failed meanwhile are still in their earlier state: pick them up.
+	cfg.Store.OnRecover(func() {
+		if e.stopping() {
+			return
+		}
+		n, err := e.rescanCallbacks()
+		if err != nil {
+			e.log.Error("rescan of callbacks after store recovery", "err", err)
+		}
+		e.system.Root.Send(e.supervisor, &resume{})
+		e.log.Info("resumed after store recovery", "pending", cfg.Store.Count(session.StatePending), "callbacks", n)
+	})
 	return e, nil
+}
+
+// rescanCallbacks hands every decided (undelivered) record to the callback
+// sender, which ignores those it is delivering already.
+func (e *Engine) rescanCallbacks() (int, error) {
+	n := 0
+	err := e.cfg.Store.Scan(session.StateDecided, "", 0, func(rec session.Record) bool {
+		e.system.Root.Send(e.sender, &DeliverCallback{Record: rec})
+		n++
+		return true
+	})
+	return n, err
 }
 
 // System is the engine's actor system (tests subscribe to its EventStream).
@@ -330,7 +350,6 @@ func (e *Engine) Redeliver(id string) (session.Record, error) {
 	if err != nil {
 		return rec, err
 	}
-	e.pendingCB.Add(1)
 	e.system.Root.Send(e.sender, &DeliverCallback{Record: rec})
 	return rec, nil
 }

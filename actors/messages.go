@@ -61,6 +61,13 @@ type DeliverCallback struct {
 // IgnoreDeadLetterLogging: a retry timer may fire while the engine stops.
 func (*DeliverCallback) IgnoreDeadLetterLogging() {}
 
+// callbackDue is the callback sender's own timer: rec's next attempt is due.
+type callbackDue struct {
+	Record session.Record
+}
+
+func (*callbackDue) IgnoreDeadLetterLogging() {}
+
 // CallbackAttempted is a delivery task's report once its attempt is stored.
 type CallbackAttempted struct {
 	Record session.Record // as stored after the attempt
@@ -73,7 +80,9 @@ type Decided struct {
 	Record session.Record
 }
 
-// resume asks the supervisor to admit stored pending requests (on start).
+// resume asks the supervisor to admit stored pending requests (on start,
+// and again after the store recovers from a failed write). It answers
+// *resumed when sent with a sender.
 type resume struct{}
 
 // resumed answers resume.

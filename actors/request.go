@@ -118,13 +118,13 @@ func (r *requestActor) decide(ctx actor.Context, status session.Status, reason s
 		r.log.Debug("already decided", "state", rec.State)
 		return
 	case err != nil:
-		// Still pending in the store: the next start decides it.
+		// Still pending in the store: the next start (or the rescan after
+		// the store recovers) decides it.
 		r.log.Error("persist decision", "err", err)
 		return
 	}
 	r.log.Info("decided", "status", status, "decided_by", by, "reason", reason,
 		"station_id", rec.StationID, "driver_token", session.MaskToken(rec.DriverToken))
 	r.e.system.EventStream.Publish(&Decided{Record: rec})
-	r.e.pendingCB.Add(1)
 	ctx.Send(r.e.sender, &DeliverCallback{Record: rec})
 }

@@ -46,7 +46,12 @@ func (s *supervisor) Receive(ctx actor.Context) {
 		s.e.live.Store(int64(len(s.live)))
 	case *resume:
 		s.backlog, s.scanFrom = true, ""
-		ctx.Respond(&resumed{err: s.refill(ctx)})
+		err := s.refill(ctx)
+		if ctx.Sender() != nil {
+			ctx.Respond(&resumed{err: err})
+		} else if err != nil {
+			s.log.Error("rescan of pending requests failed", "err", err)
+		}
 	case *Accepted:
 		s.admit(ctx, msg.Record)
 	case *actor.Terminated:

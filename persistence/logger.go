@@ -23,8 +23,14 @@ func (p pebbleLogger) Errorf(format string, args ...any) { p.l.Error(fmt.Sprintf
 func (p pebbleLogger) Fatalf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	p.l.Error(msg, "fatal", true)
-	panic(msg)
+	panic(fatalPanic(msg))
 }
+
+// fatalPanic is what Fatalf panics with. Store.commit recovers it: a failed
+// commit becomes ErrUnavailable and a reopen, not a crash. Anywhere else (a
+// background flush or compaction) it ends the process, as Pebble's default
+// logger would, and the next start resumes from what was synced.
+type fatalPanic string
 
 // eventListener sends the Pebble events an operator acts on to l. The other
 // events are left to Pebble's no-op defaults.

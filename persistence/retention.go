@@ -92,7 +92,7 @@ func (s *Store) Expire(before time.Time, limit int) (int, error) {
 		removed[stateIndex(r.State)]++
 		n++
 	}
-	if err := b.Commit(pebble.NoSync); err != nil {
+	if err := s.commit(b, pebble.NoSync); err != nil {
 		return 0, fmt.Errorf("persistence: expire: %w", err)
 	}
 	for i, k := range removed {

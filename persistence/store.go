@@ -24,6 +24,11 @@ var (
 	ErrNotFound = errors.New("persistence: not found")
 	// ErrWrongState: the record is not in the state the transition needs.
 	ErrWrongState = errors.New("persistence: wrong state")
+	// ErrUnavailable: a write to the disk failed; Pebble's commit pipeline
+	// cannot continue, so the store reopens Pebble in the background. Until
+	// it has, every call returns ErrUnavailable and nothing is written. What
+	// a failed commit held is not durable (and not visible after reopen).
+	ErrUnavailable = errors.New("persistence: unavailable")
 )
 
 // Config configures a Store.
@@ -64,6 +69,12 @@ type Config struct {
 	// Default: time.Now.
 	now func() time.Time
 
+	// recoverEvery is the pause between attempts to reopen Pebble after a
+	// failed write. Test-only.
+	//
+	// Default: 500ms.
+	recoverEvery time.Duration
+
 	// diskCheckEvery is how long a disk-usage reading is reused. Test-only.
 	//
 	// Default: defaultDiskCheckEvery. Negative: read on every Accept.
@@ -84,6 +95,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.now == nil {
 		c.now = time.Now
+	}
+	if c.recoverEvery == 0 {
+		c.recoverEvery = 500 * time.Millisecond
 	}
 	if c.diskCheckEvery == 0 {
 		c.diskCheckEvery = defaultDiskCheckEvery
@@ -133,9 +147,14 @@ func stateIndex(s session.State) int {
 // Store is chargeauth's durable state: one record per request, indexed by
 // state. All methods are safe for concurrent use.
 type Store struct {
-	cfg Config
-	log *slog.Logger
-	db  *pebble.DB
+	cfg  Config
+	log  *slog.Logger
+	opts *pebble.Options
+	db   *pebble.DB // nil while a reopen after a failed write is pending
+
+	// broken is set when a commit failed; rlock then returns ErrUnavailable
+	// until recoverLoop has reopened Pebble.
+	broken atomic.Bool
 
 	mu struct {
 		// RWMutex guards closed and the life of db: every method that
@@ -147,6 +166,8 @@ type Store struct {
 		// order: mu.RLock, then one ids stripe. Only Expire holds
 		// several, taken in ascending index order.
 		ids [numStripes]stripe
+		// onRecover is called (without locks) after each reopen.
+		onRecover []func()
 	}
 
 	// counts holds the number of records in each state, indexed by
@@ -181,6 +202,7 @@ func Open(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("persistence: open %s: %w", cfg.Dir, err)
 	}
+	s.opts = opts
 	s.db = db
 	s.disk.init(s)
 	if err := s.initCounts(); err != nil {
@@ -221,7 +243,10 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.mu.closed = true
-	if err := s.db.Close(); err != nil {
+	if s.db == nil {
+		return nil
+	}
+	if err := closeDB(s.db); err != nil {
 		return fmt.Errorf("persistence: close: %w", err)
 	}
 	return nil
@@ -234,6 +259,10 @@ func (s *Store) rlock() error {
 	if s.mu.closed {
 		s.mu.RUnlock()
 		return ErrClosing
+	}
+	if s.broken.Load() {
+		s.mu.RUnlock()
+		return ErrUnavailable
 	}
 	return nil
 }

@@ -409,7 +409,7 @@ func TestScanCallbackMayCallStore(t *testing.T) {
 // TestFatalfPanics: Pebble's contract is that Logger.Fatalf does not return.
 func TestFatalfPanics(t *testing.T) {
 	defer func() {
-		if r := recover(); r != "pebble: boom 1" {
+		if r := recover(); r != fatalPanic("pebble: boom 1") {
 			t.Fatalf("recovered %v, want the message", r)
 		}
 	}()

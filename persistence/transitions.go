@@ -49,7 +49,7 @@ func (s *Store) Accept(rec *session.Record) error {
 	if err := b.Set(indexKey(kb[:0], session.StatePending, rec.ID), nil, nil); err != nil {
 		return fmt.Errorf("persistence: accept %s: %w", rec.ID, err)
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := s.commit(b, pebble.Sync); err != nil {
 		return fmt.Errorf("persistence: accept %s: %w", rec.ID, err)
 	}
 	s.counts[stateIndex(session.StatePending)].Add(1)
@@ -184,7 +184,7 @@ func (s *Store) transition(op, id string, apply func(*session.Record) error) (se
 			return cur, fmt.Errorf("persistence: %s %s: %w", op, id, err)
 		}
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := s.commit(b, pebble.Sync); err != nil {
 		return cur, fmt.Errorf("persistence: %s %s: %w", op, id, err)
 	}
 	if next.State != cur.State {

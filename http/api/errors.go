@@ -25,6 +25,7 @@ const (
 	failClosing
 	failDiskFull
 	failBacklogFull
+	failStorageFault
 	failStore
 )
 
@@ -35,16 +36,17 @@ var failures = [...]struct {
 	message    string
 	retryAfter int
 }{
-	failInvalid:     {fasthttp.StatusBadRequest, "", 0}, // the message lists the field errors
-	failNotFound:    {fasthttp.StatusNotFound, "request not found", 0},
-	failNoEndpoint:  {fasthttp.StatusNotFound, "no such endpoint", 0},
-	failMethod:      {fasthttp.StatusMethodNotAllowed, "method not allowed", 0},
-	failTooLarge:    {fasthttp.StatusRequestEntityTooLarge, "body is larger than 16 KiB", 0},
-	failMediaType:   {fasthttp.StatusUnsupportedMediaType, "content type must be application/json", 0},
-	failClosing:     {fasthttp.StatusServiceUnavailable, "service is shutting down; nothing was accepted", 1},
-	failDiskFull:    {fasthttp.StatusServiceUnavailable, "storage is full; nothing was accepted", 5},
-	failBacklogFull: {fasthttp.StatusServiceUnavailable, "too many requests are waiting; nothing was accepted", 1},
-	failStore:       {fasthttp.StatusServiceUnavailable, "cannot persist the request; nothing was accepted", 1},
+	failInvalid:      {fasthttp.StatusBadRequest, "", 0}, // the message lists the field errors
+	failNotFound:     {fasthttp.StatusNotFound, "request not found", 0},
+	failNoEndpoint:   {fasthttp.StatusNotFound, "no such endpoint", 0},
+	failMethod:       {fasthttp.StatusMethodNotAllowed, "method not allowed", 0},
+	failTooLarge:     {fasthttp.StatusRequestEntityTooLarge, "body is larger than 16 KiB", 0},
+	failMediaType:    {fasthttp.StatusUnsupportedMediaType, "content type must be application/json", 0},
+	failClosing:      {fasthttp.StatusServiceUnavailable, "service is shutting down; nothing was accepted", 1},
+	failDiskFull:     {fasthttp.StatusServiceUnavailable, "storage is full; nothing was accepted", 5},
+	failBacklogFull:  {fasthttp.StatusServiceUnavailable, "too many requests are waiting; nothing was accepted", 1},
+	failStorageFault: {fasthttp.StatusServiceUnavailable, "storage failed and is recovering; nothing was accepted", 1},
+	failStore:        {fasthttp.StatusServiceUnavailable, "cannot persist the request; nothing was accepted", 1},
 }
 
 // acceptFailure classifies an error from Engine.Accept.
@@ -56,6 +58,8 @@ func acceptFailure(err error) failure {
 		return failDiskFull
 	case errors.Is(err, actors.ErrBacklogFull):
 		return failBacklogFull
+	case errors.Is(err, persistence.ErrUnavailable):
+		return failStorageFault
 	default:
 		return failStore
 	}

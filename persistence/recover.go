@@ -1,0 +1,104 @@
+package persistence
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// commit commits b. A failed commit makes Pebble call Logger.Fatalf, which
+// panics with fatalPanic: commit turns that into ErrUnavailable, marks the
+// store broken and starts reopening Pebble in the background. The caller
+// holds the read lock.
+func (s *Store) commit(b *pebble.Batch, opts *pebble.WriteOptions) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			msg, ok := v.(fatalPanic)
+			if !ok {
+				panic(v)
+			}
+			s.fail(string(msg))
+			err = fmt.Errorf("%w: %s", ErrUnavailable, msg)
+		}
+	}()
+	return b.Commit(opts)
+}
+
+// fail marks the store broken (once) and starts recoverLoop.
+func (s *Store) fail(why string) {
+	if s.broken.CompareAndSwap(false, true) {
+		s.log.Error("store write failed: refusing writes until Pebble is reopened", "err", why)
+		go s.recoverLoop()
+	}
+}
+
+// recoverLoop closes the broken Pebble and opens it again, every
+// recoverEvery, until it succeeds or the store is closed. Pebble replays its
+// WAL on open: everything a nil-error write returned for is there; a failed
+// commit is not. Then the counts are taken again and the onRecover funcs run.
+func (s *Store) recoverLoop() {
+	for {
+		time.Sleep(s.cfg.recoverEvery)
+		s.mu.Lock()
+		if s.mu.closed {
+			s.mu.Unlock()
+			return
+		}
+		if s.db != nil {
+			if err := closeDB(s.db); err != nil {
+				s.log.Warn("closing the failed Pebble", "err", err)
+			}
+			s.db = nil
+		}
+		db, err := openDB(s.cfg.Dir, s.opts)
+		if err != nil {
+			s.mu.Unlock()
+			s.log.Warn("reopening Pebble failed; retrying", "err", err, "every", s.cfg.recoverEvery.String())
+			continue
+		}
+		s.db = db
+		if err := s.initCounts(); err != nil {
+			s.log.Warn("recounting after reopen failed", "err", err)
+		}
+		s.broken.Store(false)
+		funcs := append([]func(){}, s.mu.onRecover...)
+		s.mu.Unlock()
+		s.log.Info("store reopened after a failed write: accepting again")
+		for _, f := range funcs {
+			f()
+		}
+		return
+	}
+}
+
+// OnRecover registers f to run after the store has reopened Pebble
+// following a failed write: work that failed meanwhile (a decision, a
+// callback attempt) is still in the store in its earlier state and should
+// be picked up again.
+func (s *Store) OnRecover(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mu.onRecover = append(s.mu.onRecover, f)
+}
+
+// closeDB closes db; a panic (Pebble may Fatalf while closing a DB whose
+// commit pipeline failed) becomes an error.
+func closeDB(db *pebble.DB) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("persistence: close: %v", v)
+		}
+	}()
+	return db.Close()
+}
+
+// openDB opens Pebble; a Fatalf during open becomes an error.
+func openDB(dir string, opts *pebble.Options) (db *pebble.DB, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("persistence: open %s: %v", dir, v)
+		}
+	}()
+	return pebble.Open(dir, opts)
+}

@@ -1,0 +1,126 @@
+package persistence
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
+	"github.com/chargeauth/chargeauth/session"
+)
+
+// writeFault fails every write to the filesystem while it is on.
+func writeFault() *errorfs.Toggle {
+	return &errorfs.Toggle{Injector: errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
+			return errorfs.ErrInjected
+		}
+		return nil
+	})}
+}
+
+// A failed write is ErrUnavailable, not a crash; nothing of it stays; the
+// store reopens Pebble by itself once writes work again, keeps what was
+// written before, and tells its OnRecover funcs.
+func TestWriteFaultRecovers(t *testing.T) {
+	fault := writeFault()
+	cfg := memConfig()
+	cfg.FS = errorfs.Wrap(vfs.NewMem(), fault)
+	cfg.recoverEvery = 5 * time.Millisecond
+	s := mustOpen(t, cfg)
+	var recovered atomic.Int32
+	s.OnRecover(func() { recovered.Add(1) })
+
+	mustAccept(t, s, "before")
+	fault.On()
+	if err := s.Accept(pending("during", t0)); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Accept during the fault = %v, want ErrUnavailable", err)
+	}
+	// Broken: every call refuses at once, without touching Pebble.
+	if _, err := s.Decide("before", session.StatusAllowed, "", session.ByAuthz, t0); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Decide while broken = %v, want ErrUnavailable", err)
+	}
+	time.Sleep(30 * time.Millisecond) // reopen attempts fail while the fault lasts
+	if recovered.Load() != 0 {
+		t.Fatal("recovered while writes still fail")
+	}
+	fault.Off()
+	deadline := time.Now().Add(5 * time.Second)
+	for recovered.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the store did not recover after the fault cleared")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := s.Get("before"); err != nil {
+		t.Errorf("a record written before the fault: %v", err)
+	}
+	if _, err := s.Get("during"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("the failed accept left something behind: %v", err)
+	}
+	if n := s.Count(session.StatePending); n != 1 {
+		t.Errorf("Count(pending) = %d after reopen, want 1", n)
+	}
+	mustAccept(t, s, "after")
+	if _, err := s.Decide("before", session.StatusAllowed, "", session.ByAuthz, t0); err != nil {
+		t.Errorf("Decide after recovery: %v", err)
+	}
+}
+
+// Concurrent accepts during a fault: each is nil or ErrUnavailable, and
+// every nil one is there after recovery.
+func TestWriteFaultConcurrentAccepts(t *testing.T) {
+	fault := writeFault()
+	cfg := memConfig()
+	cfg.FS = errorfs.Wrap(vfs.NewMem(), fault)
+	cfg.recoverEvery = 5 * time.Millisecond
+	s := mustOpen(t, cfg)
+	var recovered atomic.Int32
+	s.OnRecover(func() { recovered.Add(1) })
+
+	type result struct {
+		id  string
+		err error
+	}
+	results := make(chan result, 400)
+	for g := range 8 {
+		go func() {
+			for i := range 50 {
+				id := fmt.Sprintf("g%d-%03d", g, i)
+				if g == 0 && i == 10 {
+					fault.On()
+				}
+				results <- result{id, s.Accept(pending(id, t0))}
+			}
+		}()
+	}
+	var ok []string
+	for range 400 {
+		r := <-results
+		switch {
+		case r.err == nil:
+			ok = append(ok, r.id)
+		case errors.Is(r.err, ErrUnavailable):
+		default:
+			t.Errorf("%s: %v", r.id, r.err)
+		}
+	}
+	fault.Off()
+	for deadline := time.Now().Add(5 * time.Second); s.broken.Load(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not recovered")
+		}
+	}
+	for _, id := range ok {
+		if _, err := s.Get(id); err != nil {
+			t.Errorf("%s was acknowledged but is gone: %v", id, err)
+		}
+	}
+	if int(s.Count(session.StatePending)) != len(ok) {
+		t.Errorf("Count %d, acknowledged %d", s.Count(session.StatePending), len(ok))
+	}
+}
