@@ -326,10 +326,16 @@ func (e *Engine) Stop(grace time.Duration) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	root := e.system.Root
-	for _, pid := range []*actor.PID{e.supervisor, e.pool, e.sender} {
+	// The supervisor's request actors stop at once (what is undecided stays
+	// pending in the store). The pool's workers may be blocked in an HTTP
+	// call: do not wait for them; their answers go nowhere.
+	for _, pid := range []*actor.PID{e.supervisor, e.sender} {
 		if pid != nil {
 			_ = root.StopFuture(pid).Wait()
 		}
+	}
+	if e.pool != nil {
+		root.Stop(e.pool)
 	}
 	e.system.Shutdown()
 }
