@@ -392,7 +392,13 @@ func TestMaxInflightBacklogDrainsOldestFirst(t *testing.T) {
 func TestMaxBacklog(t *testing.T) {
 	authz := &fakeAuthz{delay: time.Hour}
 	h := startEngine(t, Config{MaxInflight: 1, MaxBacklog: 2, DecisionTimeout: time.Minute}, authz, &fakeReceiver{})
-	h.mustAccept("backlogFullToken00000001") // live
+	h.mustAccept("backlogFullToken00000001") // live, once the supervisor has it
+	eventually(t, 5*time.Second, time.Millisecond, func() error {
+		if n := h.engine.LiveRequests(); n != 1 {
+			return fmt.Errorf("%d live", n)
+		}
+		return nil
+	})
 	h.mustAccept("backlogFullToken00000002") // waits
 	h.mustAccept("backlogFullToken00000003") // waits
 	eventually(t, 5*time.Second, 5*time.Millisecond, func() error {

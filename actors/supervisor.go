@@ -14,16 +14,16 @@ import (
 // oldest first and admits those that are not live yet.
 //
 // Invariant: every pending request that is neither live nor announced by an
-// *Accepted still in the mailbox has an id >= scanFrom, and backlog is true.
+// *Accepted still in the mailbox has an id > scanAfter, and backlog is true.
 type supervisor struct {
 	e   *Engine
 	log *slog.Logger
 
 	live map[string]struct{}
 
-	backlog  bool
-	scanFrom string // lowest id that may wait in the store ("" = from the start)
-	scanned  bool   // a backlog scan has run: an *Accepted may repeat a request it admitted
+	backlog   bool
+	scanAfter string // every waiting id is above it ("" = from the start)
+	scanned   bool   // a backlog scan has run: an *Accepted may repeat a request it admitted
 }
 
 func newSupervisor(e *Engine) *supervisor {
@@ -45,7 +45,7 @@ func (s *supervisor) Receive(ctx actor.Context) {
 		}
 		s.e.live.Store(int64(len(s.live)))
 	case *resume:
-		s.backlog, s.scanFrom = true, ""
+		s.backlog, s.scanAfter = true, ""
 		err := s.refill(ctx)
 		if ctx.Sender() != nil {
 			ctx.Respond(&resumed{err: err})
@@ -77,53 +77,52 @@ func (s *supervisor) admit(ctx actor.Context, rec session.Record) {
 		s.spawn(ctx, rec)
 		return
 	}
-	if !s.backlog || id < s.scanFrom {
-		s.scanFrom = id
+	if b := before(id); !s.backlog || b < s.scanAfter {
+		s.scanAfter = b
 	}
 	s.backlog = true
 }
 
 // refill admits waiting requests from the store, oldest first, until the
-// live set is full; it leaves backlog mode when the store has no more.
+// live set is full; it leaves backlog mode when the store has no more. It
+// reads only what it admits (plus live requests it meets and one more to
+// see whether any are left), in pages of free+1, so an actor stopping
+// costs a couple of reads however many are live or waiting.
 func (s *supervisor) refill(ctx actor.Context) error {
 	if s.e.stopping() {
 		return nil
 	}
 	free := s.e.cfg.MaxInflight - len(s.live)
-	if free <= 0 {
-		return nil
-	}
-	after := before(s.scanFrom)
-	exhausted := true
-	// Live requests are pending too and are skipped: the limit covers them,
-	// plus one more to learn whether the backlog is exhausted.
-	limit := free + len(s.live) + 1
-	seen := 0
-	err := s.e.cfg.Store.Scan(session.StatePending, after, limit, func(rec session.Record) bool {
-		seen++
-		s.scanned = true
-		if _, ok := s.live[rec.ID]; ok {
+	for free > 0 {
+		limit := free + 1
+		seen, more := 0, false
+		err := s.e.cfg.Store.Scan(session.StatePending, s.scanAfter, limit, func(rec session.Record) bool {
+			seen++
+			s.scanned = true
+			if _, ok := s.live[rec.ID]; ok {
+				s.scanAfter = rec.ID
+				return true
+			}
+			if free == 0 {
+				more = true // it stays waiting; scanAfter is just before it
+				return false
+			}
+			s.spawn(ctx, rec)
+			s.scanAfter = rec.ID
+			free--
 			return true
+		})
+		if err != nil {
+			return err
 		}
-		if free == 0 {
-			s.scanFrom = rec.ID
-			exhausted = false
-			return false
+		if more {
+			return nil
 		}
-		s.spawn(ctx, rec)
-		free--
-		return true
-	})
-	if err != nil {
-		return err
-	}
-	if exhausted && seen == limit {
-		// The scan stopped at its limit, not at the end: look again from
-		// here next time.
-		exhausted = false
-	}
-	if exhausted {
-		s.backlog, s.scanFrom = false, ""
+		if seen < limit {
+			s.backlog, s.scanAfter = false, "" // the store has no more
+			return nil
+		}
+		// A full page of live or admitted requests: read on if room is left.
 	}
 	return nil
 }
@@ -142,8 +141,8 @@ func (s *supervisor) spawn(ctx actor.Context, rec session.Record) {
 	s.e.live.Store(int64(len(s.live)))
 }
 
-// before returns the greatest string below id of the same length, so that a
-// scan "after before(id)" starts at id itself. "" stays "".
+// before returns the greatest string below id of the same length (ids all
+// have one length), so that a scan after before(id) starts at id itself.
 func before(id string) string {
 	if id == "" {
 		return ""

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestBenchSmoke runs both workloads with a tiny load, in process: a
+// functional check of the harness and of chargeauth's accept -> callback
+// path. It asserts on counts only, never on speed. Run it under pprof with
+// go test -run TestBenchSmoke -cpuprofile cpu.out ./bench.
+func TestBenchSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the whole service; skipped with -short")
+	}
+	dir := t.TempDir()
+	o := options{
+		load:         LoadConfig{Concurrency: 4, Duration: time.Second, Requests: 200, Timeout: 5 * time.Second},
+		out:          filepath.Join(dir, "out", "report.json"),
+		tempDir:      dir,
+		drainTimeout: 20 * time.Second,
+	}
+	var table bytes.Buffer
+	if err := run(o, &table); err != nil {
+		t.Fatalf("run: %v\n%s", err, table.String())
+	}
+	t.Logf("\n%s", table.String())
+
+	b, err := os.ReadFile(o.out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s Summary
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatalf("report does not parse: %v", err)
+	}
+	if s.Ceiling == nil || s.Chargeauth == nil {
+		t.Fatalf("report lacks a workload: %s", b)
+	}
+	for _, r := range []*Report{s.Ceiling, s.Chargeauth} {
+		if r.Accepted == 0 {
+			t.Errorf("%s: no 202 (errors %v, examples %v)", r.Workload, r.Errors, r.ErrorExamples)
+		}
+		if r.Sent > o.load.Requests {
+			t.Errorf("%s: sent %d requests, budget %d", r.Workload, r.Sent, o.load.Requests)
+		}
+		if r.Ack.Count != r.Accepted {
+			t.Errorf("%s: %d ack latencies for %d 202s", r.Workload, r.Ack.Count, r.Accepted)
+		}
+	}
+	cb := s.Chargeauth.Callbacks
+	if cb == nil {
+		t.Fatal("chargeauth report has no callbacks")
+	}
+	if cb.Lost != 0 {
+		t.Errorf("lost %d callbacks", cb.Lost)
+	}
+	if cb.Distinct != s.Chargeauth.Accepted {
+		t.Errorf("callbacks for %d distinct ids, %d 202s", cb.Distinct, s.Chargeauth.Accepted)
+	}
+	if cb.Received < s.Chargeauth.Accepted {
+		t.Errorf("received %d callbacks, %d 202s", cb.Received, s.Chargeauth.Accepted)
+	}
+	if cb.Statuses["allowed"] != cb.Received {
+		t.Errorf("decisions %v: want every callback allowed", cb.Statuses)
+	}
+	if cb.E2E.Count != cb.Distinct {
+		t.Errorf("%d e2e latencies for %d ids", cb.E2E.Count, cb.Distinct)
+	}
+	if s.Chargeauth.Memory == nil || s.Chargeauth.Memory.PeakHeapBytes == 0 {
+		t.Errorf("no memory figures: %+v", s.Chargeauth.Memory)
+	}
+}
+
+func TestParseID(t *testing.T) {
+	id, ok := parseID([]byte("0190a6f2-7c3b-7def-8a12-3456789ABCDE"))
+	want := reqID{0x01, 0x90, 0xa6, 0xf2, 0x7c, 0x3b, 0x7d, 0xef, 0x8a, 0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde}
+	if !ok || id != want {
+		t.Fatalf("parseID = %x, %v", id, ok)
+	}
+	for _, bad := range []string{"", "0190a6f2-7c3b-7def-8a12-3456789abcd", "0190a6f2x7c3b-7def-8a12-3456789abcde", "0190a6f2-7c3b-7def-8a12-3456789abcdg"} {
+		if _, ok := parseID([]byte(bad)); ok {
+			t.Errorf("parseID(%q) ok", bad)
+		}
+	}
+}
+
+func TestHistogramClamps(t *testing.T) {
+	h := newHistogram()
+	h.Record(-time.Second)
+	h.Record(time.Hour)
+	s := h.Summary()
+	if s.Count != 2 || s.P50 < 0.001 || s.Max < 59_000 || s.Max > 61_000 {
+		t.Fatalf("summary %+v", s)
+	}
+}
+
+// TestOpenLoop checks that the open loop stops at its budget and its time.
+func TestOpenLoop(t *testing.T) {
+	r, err := CeilingConfig{Load: LoadConfig{Concurrency: 2, Duration: 500 * time.Millisecond, Requests: 50, Rate: 200, Timeout: time.Second}}.Run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Sent != 50 || r.Accepted != 50 || r.ErrorTotal != 0 {
+		t.Fatalf("sent %d, 202s %d, errors %v; want 50, 50, none", r.Sent, r.Accepted, r.Errors)
+	}
+	if r.ElapsedSeconds < 0.2 {
+		t.Errorf("50 requests at 200/s took %.3fs: the rate was not kept", r.ElapsedSeconds)
+	}
+}

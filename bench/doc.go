@@ -1,0 +1,53 @@
+// Command bench measures chargeauth's public front under load, against a
+// ceiling measured in the same process and the same run.
+//
+// It runs two workloads, one after the other, with the same load:
+//
+//   - ceiling: a bare fasthttp handler on 127.0.0.1 that parses the body with
+//     session.ParseRequest and answers 202 with a small JSON body. Nothing is
+//     stored or decided: it is the most a fasthttp front can do on this
+//     machine with this load generator.
+//   - chargeauth: the whole service (api.New) on 127.0.0.1, its Pebble store in
+//     a fresh directory on real disk (every 202 waits for an fsync), an
+//     in-process authorization service (authz.NewServer) whose ACL allows the
+//     token sent, and an in-process callback sink that records when each
+//     webhook-id arrives.
+//
+// The load generator is a fasthttp.HostClient driven by -concurrency workers,
+// closed loop (each worker sends its next request when the last one is
+// answered) or, with -rate, open loop (requests are due at a fixed rate and
+// latency counts from when a request was due, so a slow server is not hidden
+// by a generator that waits for it). The load stops after -duration or
+// -requests, whichever comes first.
+//
+// What is measured, per workload: requests sent, 202s, errors by kind (an
+// HTTP status other than 202, or a transport error such as a timeout), 202s
+// per second, and the ack latency (request sent to 202 read) at p50, p90,
+// p99, p99.9 and max. For chargeauth, after the load, the run waits (at most
+// -drain-timeout, 60s at most) until a callback has arrived for every 202,
+// and reports callbacks received, lost (202s without a callback: must be 0),
+// duplicates, the decisions the callbacks carried, and the end-to-end latency
+// (202 read to callback received, matched by webhook-id = request_id). Peak Go
+// heap (HeapAlloc, sampled every 100ms) and peak RSS (VmHWM, reset before each
+// workload) are those of the whole process, load generator included.
+// Latencies go into HdrHistograms clamped to [1µs, 60s] with 3 significant
+// figures (histogram.go).
+//
+// The report is printed as a table, with the ratios chargeauth/ceiling for
+// throughput and ack p99, and written as JSON to -out.
+//
+// All traffic stays on 127.0.0.1. Run it with
+//
+//	go run ./bench                      # 10s, 64 workers, closed loop
+//	go run ./bench -duration 30s -concurrency 128
+//	go run ./bench -rate 2000 -duration 20s
+//	go run ./bench -requests 10000 -duration 0
+//	go run ./bench -cpuprofile cpu.out  # profiles the chargeauth workload
+//
+// The generator shares the machine (and the process) with the service, so
+// on a small machine both compete for the same cores: compare the ratios,
+// not the absolute figures, between machines. TestBenchSmoke runs both
+// workloads with a tiny load as a functional check; run it under pprof with
+//
+//	go test -run TestBenchSmoke -cpuprofile cpu.out ./bench
+package main

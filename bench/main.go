@@ -1,0 +1,120 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"runtime/pprof"
+	"time"
+)
+
+// options are the command line.
+type options struct {
+	load         LoadConfig
+	out          string
+	tempDir      string
+	drainTimeout time.Duration
+	authzConc    int
+	verbose      bool
+	cpuProfile   string
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.load.Concurrency, "concurrency", 64, "workers (and connections) of the load generator")
+	flag.DurationVar(&o.load.Duration, "duration", 10*time.Second, "how long each workload's load lasts (0: bounded by -requests only)")
+	flag.Int64Var(&o.load.Requests, "requests", 0, "requests per workload (0: bounded by -duration only); whichever limit comes first stops the load")
+	flag.Float64Var(&o.load.Rate, "rate", 0, "open loop: requests per second (0: closed loop)")
+	flag.DurationVar(&o.load.Timeout, "timeout", 10*time.Second, "timeout of one request")
+	flag.StringVar(&o.out, "out", "bench/out/report.json", "JSON report file (its directory is created)")
+	flag.StringVar(&o.tempDir, "tmp", "", "parent of chargeauth's fresh data directory, on the disk to measure (default: the system temp dir)")
+	flag.DurationVar(&o.drainTimeout, "drain-timeout", maxDrain, "longest wait for callbacks after the load (at most 60s)")
+	flag.IntVar(&o.authzConc, "authz-concurrency", 0, "chargeauth's --authz-concurrency (0: its default)")
+	flag.BoolVar(&o.verbose, "v", false, "show the service's logs on stderr")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the chargeauth workload to this file")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
+		os.Exit(2)
+	}
+	if err := run(o, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		if errors.Is(err, errLost) {
+			os.Exit(1)
+		}
+		os.Exit(2)
+	}
+}
+
+// run runs both workloads, prints the table to w and writes the JSON report.
+// It returns errLost (after writing both) if a 202 got no callback.
+func run(o options, w io.Writer) error {
+	if err := o.load.Validate(); err != nil {
+		return err
+	}
+	if o.drainTimeout <= 0 || o.drainTimeout > maxDrain {
+		return fmt.Errorf("drain-timeout %s: must be in (0, %s]", o.drainTimeout, maxDrain)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if o.verbose {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	started := time.Now()
+
+	ceiling, err := CeilingConfig{Load: o.load}.Run()
+	if err != nil {
+		return err
+	}
+	debug.FreeOSMemory() // so the chargeauth run's RSS does not start from the ceiling's
+
+	cc := ChargeauthConfig{Load: o.load, TempDir: o.tempDir, DrainTimeout: o.drainTimeout,
+		AuthzConcurrency: o.authzConc, Logger: logger}
+	stopProfile, err := startCPUProfile(o.cpuProfile)
+	if err != nil {
+		return err
+	}
+	chargeauth, err := cc.Run()
+	stopProfile()
+	if err != nil {
+		return err
+	}
+
+	s := newSummary(started, o.load, cc, ceiling, chargeauth)
+	if err := s.WriteTable(w); err != nil {
+		return err
+	}
+	if o.out != "" {
+		if err := s.WriteJSON(o.out); err != nil {
+			return fmt.Errorf("report: %w", err)
+		}
+		fmt.Fprintf(w, "report written to %s\n", o.out)
+	}
+	if cb := chargeauth.Callbacks; cb != nil && cb.Lost != 0 {
+		return fmt.Errorf("%w: %d of %d", errLost, cb.Lost, chargeauth.Accepted)
+	}
+	return nil
+}
+
+// startCPUProfile starts a CPU profile to path, if path is set, and returns
+// the function that stops it.
+func startCPUProfile(path string) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
