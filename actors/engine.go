@@ -10,6 +10,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/google/uuid"
+	"github.com/sony/gobreaker/v2"
 
 	"github.com/chargeauth/chargeauth/persistence"
 	"github.com/chargeauth/chargeauth/session"
@@ -57,8 +58,16 @@ type Config struct {
 	// deadline. Default: 5s.
 	AuthzCallTimeout time.Duration
 	// AuthzRetryBackoff is the first delay before a failed call is retried
-	// (doubling, jittered, capped at 1s). Default: 50ms.
+	// (doubling, jittered, capped at AuthzBreakerCooldown). Default: 50ms.
 	AuthzRetryBackoff time.Duration
+	// AuthzBreakerFailures consecutive failed calls open the circuit
+	// breaker: calls then fail at once, without reaching the authorization
+	// service, until one probe after AuthzBreakerCooldown succeeds.
+	// Default: 5.
+	AuthzBreakerFailures int
+	// AuthzBreakerCooldown is how long the breaker stays open before it
+	// lets one probe call through. Default: 500ms.
+	AuthzBreakerCooldown time.Duration
 
 	// MaxInflight bounds the live request actors. Default: 10000.
 	MaxInflight int
@@ -96,6 +105,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.AuthzRetryBackoff == 0 {
 		c.AuthzRetryBackoff = 50 * time.Millisecond
+	}
+	if c.AuthzBreakerFailures == 0 {
+		c.AuthzBreakerFailures = 5
+	}
+	if c.AuthzBreakerCooldown == 0 {
+		c.AuthzBreakerCooldown = 500 * time.Millisecond
 	}
 	if c.MaxInflight == 0 {
 		c.MaxInflight = 10000
@@ -137,6 +152,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("actors: authz call timeout %v: must be at least 1ms", c.AuthzCallTimeout)
 	case c.AuthzRetryBackoff < 0:
 		return fmt.Errorf("actors: authz retry backoff %v: must not be negative", c.AuthzRetryBackoff)
+	case c.AuthzBreakerFailures < 1:
+		return fmt.Errorf("actors: authz breaker failures %d: must be at least 1", c.AuthzBreakerFailures)
+	case c.AuthzBreakerCooldown < time.Millisecond:
+		return fmt.Errorf("actors: authz breaker cooldown %v: must be at least 1ms", c.AuthzBreakerCooldown)
 	case c.MaxInflight < 1:
 		return fmt.Errorf("actors: max inflight %d: must be at least 1", c.MaxInflight)
 	case c.MaxBacklog < 0:
@@ -160,6 +179,8 @@ type Engine struct {
 	cfg    Config
 	log    *slog.Logger
 	system *actor.ActorSystem
+
+	breaker *gobreaker.CircuitBreaker[authzResult]
 
 	supervisor *actor.PID
 	pool       *actor.PID
@@ -187,6 +208,15 @@ func Start(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger}
+	e.breaker = gobreaker.NewCircuitBreaker[authzResult](gobreaker.Settings{
+		Name:        "authz",
+		MaxRequests: 1,
+		Timeout:     cfg.AuthzBreakerCooldown,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= uint32(cfg.AuthzBreakerFailures) },
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			e.log.Warn("authorization service circuit breaker", "from", from.String(), "to", to.String())
+		},
+	})
 	protoLog := slog.New(minLevel(cfg.Logger.Handler(), slog.LevelWarn)).With("component", "protoactor")
 	e.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return protoLog }))
 	root := e.system.Root

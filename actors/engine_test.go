@@ -50,8 +50,9 @@ type fakeAuthz struct {
 	inNow   int
 	peak    int
 	delay   time.Duration
-	hang    bool // sleep the whole delay, ignoring the call's deadline
-	failN   int  // fail the first failN calls
+	hang    bool        // sleep the whole delay, ignoring the call's deadline
+	failN   int         // fail the first failN calls
+	down    atomic.Bool // fail every call while set
 	answers map[string]session.Status
 }
 
@@ -75,7 +76,7 @@ func (f *fakeAuthz) authorize(deadline time.Time, stationID, token string) (sess
 			return "", "", errors.New("fake: timeout")
 		}
 	}
-	if n <= failN {
+	if n <= failN || f.down.Load() {
 		return "", "", errors.New("fake: 500")
 	}
 	if !ok {
@@ -601,4 +602,35 @@ func TestCallbackScheduleSurvivesRestart(t *testing.T) {
 	if n := len(recv.callbacks(rec.ID)); n != 4 {
 		t.Errorf("%d callbacks sent in all, want 4", n)
 	}
+}
+
+// While the authorization service is down, the breaker keeps calls from
+// hammering it; once it is back, decisions flow again at once.
+func TestBreakerBacksOffWhileDownAndRecovers(t *testing.T) {
+	authz := &fakeAuthz{answers: map[string]session.Status{}}
+	authz.down.Store(true)
+	for i := range 40 {
+		authz.answers[fmt.Sprintf("breakerDriverToken%06d", i)] = session.StatusAllowed
+	}
+	h := startEngine(t, Config{DecisionTimeout: 4 * time.Second}, authz, &fakeReceiver{})
+	var ids []string
+	for i := range 40 {
+		ids = append(ids, h.mustAccept(fmt.Sprintf("breakerDriverToken%06d", i)).ID)
+	}
+	time.Sleep(time.Second)
+	callsWhileDown, _ := authz.stats()
+	// 40 requests retrying every <=500ms for a second would make well over
+	// 80 calls; the breaker lets 5 through, then about one probe per 500ms.
+	if callsWhileDown > 15 {
+		t.Errorf("%d calls in a second while the service was down: want the breaker to hold them back", callsWhileDown)
+	}
+	up := time.Now()
+	authz.down.Store(false)
+	for _, id := range ids {
+		rec := h.waitState(id, session.StateDelivered)
+		if rec.Status != session.StatusAllowed {
+			t.Errorf("%s decided %s by %s: the service was back well before its deadline", id, rec.Status, rec.DecidedBy)
+		}
+	}
+	t.Logf("%d calls while down; all decided %v after the service came back", callsWhileDown, time.Since(up))
 }

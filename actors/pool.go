@@ -6,6 +6,8 @@ import (
 	"log/slog"
 
 	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/chargeauth/chargeauth/session"
 )
 
 // errDeadlinePassed answers an *Authorize that waited past its deadline: no
@@ -79,6 +81,11 @@ func (p *authzPool) dispatch(ctx actor.Context) {
 	}
 }
 
+type authzResult struct {
+	status session.Status
+	reason string
+}
+
 // authzWorker makes one HTTP call at a time. It blocks in Receive on
 // purpose: that is what bounds the load on the authorization service.
 type authzWorker struct {
@@ -100,7 +107,6 @@ func (w *authzWorker) call(msg *Authorize) (answer *AuthzAnswered) {
 	defer func() {
 		// A panicking AuthorizeFunc must not cost the pool a worker.
 		if v := recover(); v != nil {
-			w.e.authzCalls.Store(max(w.e.authzCalls.Load()-1, 0))
 			answer = &AuthzAnswered{Err: fmt.Errorf("actors: authorize panicked: %v", v)}
 		}
 	}()
@@ -112,11 +118,16 @@ func (w *authzWorker) call(msg *Authorize) (answer *AuthzAnswered) {
 	if d := now.Add(w.e.cfg.AuthzCallTimeout); d.Before(deadline) {
 		deadline = d
 	}
-	w.e.authzCalls.Add(1)
-	status, reason, err := w.e.cfg.Authorize(deadline, msg.StationID, msg.DriverToken)
-	w.e.authzCalls.Add(-1)
+	// The breaker fails calls at once while the service keeps failing, so
+	// that waiting requests back off instead of hammering it.
+	res, err := w.e.breaker.Execute(func() (authzResult, error) {
+		w.e.authzCalls.Add(1)
+		defer w.e.authzCalls.Add(-1)
+		status, reason, err := w.e.cfg.Authorize(deadline, msg.StationID, msg.DriverToken)
+		return authzResult{status, reason}, err
+	})
 	if err != nil {
 		return &AuthzAnswered{Err: err}
 	}
-	return &AuthzAnswered{Status: status, Reason: reason}
+	return &AuthzAnswered{Status: res.status, Reason: res.reason}
 }

@@ -67,7 +67,9 @@ func (r *requestActor) Receive(ctx actor.Context) {
 			return
 		}
 		r.lastErr = msg.Err
-		delay := retryDelay(r.e.cfg.AuthzRetryBackoff, time.Second, r.calls)
+		// Capped at the breaker's cooldown: once the service is back,
+		// waiting requests try again within about that long.
+		delay := retryDelay(r.e.cfg.AuthzRetryBackoff, max(r.e.cfg.AuthzBreakerCooldown, r.e.cfg.AuthzRetryBackoff), r.calls)
 		if r.e.cfg.now().Add(delay).After(r.rec.DecideBy) {
 			return // the deadline comes first
 		}
