@@ -53,6 +53,9 @@ type fakeAuthz struct {
 	hang    bool        // sleep the whole delay, ignoring the call's deadline
 	failN   int         // fail the first failN calls
 	down    atomic.Bool // fail every call while set
+	slow    string      // this token's call hangs for slowFor
+	slowFor time.Duration
+	slowEnd atomic.Bool // the slow call has returned
 	answers map[string]session.Status
 }
 
@@ -67,7 +70,10 @@ func (f *fakeAuthz) authorize(deadline time.Time, stationID, token string) (sess
 	f.mu.Unlock()
 	defer func() { f.mu.Lock(); f.inNow--; f.mu.Unlock() }()
 
-	if hang {
+	if token == f.slow {
+		time.Sleep(f.slowFor)
+		f.slowEnd.Store(true)
+	} else if hang {
 		time.Sleep(delay)
 	} else if delay > 0 {
 		select {
@@ -633,4 +639,52 @@ func TestBreakerBacksOffWhileDownAndRecovers(t *testing.T) {
 		}
 	}
 	t.Logf("%d calls while down; all decided %v after the service came back", callsWhileDown, time.Since(up))
+}
+
+// One very slow call does not hold up the calls queued behind it while
+// other workers are free.
+func TestNoHeadOfLineBlocking(t *testing.T) {
+	authz := &fakeAuthz{slow: "verySlowDriverToken00001", slowFor: 2 * time.Second, delay: time.Millisecond}
+	h := startEngine(t, Config{AuthzConcurrency: 2}, authz, &fakeReceiver{})
+	h.mustAccept("verySlowDriverToken00001")
+	var ids []string
+	for i := range 100 {
+		ids = append(ids, h.mustAccept(fmt.Sprintf("fastDriverToken%09d", i)).ID)
+	}
+	for _, id := range ids {
+		h.waitState(id, session.StateDelivered)
+	}
+	if authz.slowEnd.Load() {
+		t.Fatal("the fast requests were decided only after the slow call ended")
+	}
+}
+
+// A burst of 5000 requests never puts more than AuthzConcurrency calls in
+// flight at once, with the backlog on disk past MaxInflight.
+func TestConcurrencyBoundUnderBurst(t *testing.T) {
+	if testing.Short() {
+		t.Skip("5000 requests")
+	}
+	authz := &fakeAuthz{delay: 200 * time.Microsecond}
+	h := startEngine(t, Config{AuthzConcurrency: 8, MaxInflight: 500, DecisionTimeout: time.Minute}, authz, &fakeReceiver{})
+	var wg sync.WaitGroup
+	ids := make([]string, 5000)
+	for g := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 100 {
+				ids[g*100+i] = h.mustAccept(fmt.Sprintf("burstToken%04d%010d", g, i)).ID
+			}
+		}()
+	}
+	wg.Wait()
+	for _, id := range ids {
+		h.waitState(id, session.StateDelivered)
+	}
+	calls, peak := authz.stats()
+	if calls != 5000 || peak > 8 {
+		t.Errorf("%d calls (want 5000), peak %d at once (want at most 8)", calls, peak)
+	}
+	t.Logf("peak %d calls at once", peak)
 }
