@@ -8,6 +8,7 @@ import (
 	"net"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/chargeauth/chargeauth/acl"
 	"github.com/chargeauth/chargeauth/http/authz"
@@ -18,6 +19,7 @@ func authzCmd(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("authz", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:8081", "address of the authorization service")
 	aclPath := fs.String("acl", "", "ACL file (empty: a small built-in sample)")
+	reloadEvery := fs.Duration("acl-reload-interval", time.Second, "how often the --acl file is checked for changes (0: only on SIGHUP)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "json", "json or text")
 	if err := parseFlags(fs, args, stderr, "chargeauth authz [flags]"); err != nil {
@@ -38,6 +40,9 @@ func authzCmd(args []string, stderr io.Writer) error {
 		return usageError("--listen: %v", err)
 	}
 	srv := authz.NewServer(authz.Config{ACL: a, Logger: log})
+	if *aclPath != "" {
+		defer reloadACL(srv, *aclPath, *reloadEvery)()
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 

@@ -277,3 +277,51 @@ func TestPortClashExits2(t *testing.T) {
 		t.Errorf("the message should name the address: %s", out)
 	}
 }
+
+// chargeauth authz reloads its ACL on SIGHUP (here with polling off).
+func TestAuthzReloadsOnSIGHUP(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "acl.json")
+	write := func(status string) {
+		t.Helper()
+		body := `{"entries":[{"driver_token":"hupDriverToken000000001","status":"` + status + `"}]}`
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("active")
+	p := start(t, "authz", "--listen", "127.0.0.1:0", "--acl", path, "--acl-reload-interval", "0")
+	addr := p.addr(t, "authorization service listener")
+	ask := func() string {
+		t.Helper()
+		resp, err := http.Post("http://"+addr+"/authorize", "application/json",
+			strings.NewReader(`{"station_id":"123e4567-e89b-12d3-a456-426614174000","driver_token":"hupDriverToken000000001"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out struct {
+			Status string `json:"status"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return out.Status
+	}
+	if st := ask(); st != "allowed" {
+		t.Fatalf("before: %s", st)
+	}
+	write("blocked")
+	time.Sleep(100 * time.Millisecond)
+	if st := ask(); st != "allowed" {
+		t.Fatalf("reloaded without SIGHUP (polling is off): %s", st)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for ask() != "not_allowed" {
+		if time.Now().After(deadline) {
+			t.Fatal("SIGHUP did not reload the ACL")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -23,6 +23,7 @@ import (
 type serveFlags struct {
 	listen, adminListen, dataDir        string
 	authzURL, authzListen, aclPath      string
+	aclReloadInterval                   time.Duration
 	decisionTimeout                     time.Duration
 	authzConcurrency                    int
 	callbackSecret                      string
@@ -43,6 +44,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.authzURL, "authz-url", "", "base URL of an external authorization service (empty: start the embedded one)")
 	fs.StringVar(&f.authzListen, "authz-listen", "127.0.0.1:8081", "address of the embedded authorization service")
 	fs.StringVar(&f.aclPath, "acl", "", "ACL file of the embedded authorization service (empty: a small built-in sample)")
+	fs.DurationVar(&f.aclReloadInterval, "acl-reload-interval", time.Second, "how often the --acl file is checked for changes (0: only on SIGHUP)")
 	fs.DurationVar(&f.decisionTimeout, "decision-timeout", 10*time.Second, "time from accept to the deadline, after which the decision is unknown")
 	fs.IntVar(&f.authzConcurrency, "authz-concurrency", 64, "most calls to the authorization service at once")
 	fs.StringVar(&f.callbackSecret, "callback-secret", "", "whsec_<base64> secret(s), space-separated, that sign callbacks (empty: unsigned)")
@@ -79,6 +81,7 @@ func (f *serveFlags) check() error {
 		{"max-backlog", f.maxBacklog, f.maxBacklog >= 0, "0 or more"},
 		{"shutdown-grace", f.shutdownGrace, f.shutdownGrace >= 0, "0 or more"},
 		{"retention", f.retention, f.retention > 0, "positive"},
+		{"acl-reload-interval", f.aclReloadInterval, f.aclReloadInterval >= 0, "0 or more"},
 	}
 	var errs []error
 	for _, r := range ranges {
@@ -141,6 +144,9 @@ func serve(args []string, stderr io.Writer) error {
 			}
 		}()
 		defer srv.Shutdown()
+		if f.aclPath != "" {
+			defer reloadACL(srv, f.aclPath, f.aclReloadInterval)()
+		}
 		authzURL = "http://" + ln.Addr().String()
 	}
 

@@ -1,0 +1,84 @@
+package authz
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/chargeauth/chargeauth/acl"
+	"github.com/chargeauth/chargeauth/session"
+)
+
+const reloadToken = "reloadDriverToken000001"
+
+func writeACL(t *testing.T, path, status string) {
+	t.Helper()
+	body := `{"entries":[{"driver_token":"` + reloadToken + `","status":"` + status + `"}]}`
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil { // replace atomically, as config management does
+		t.Fatal(err)
+	}
+}
+
+// The ACL file is watched: a change is picked up, atomically; an invalid
+// file keeps the old list.
+func TestWatchReloadsACL(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "acl.json")
+	writeACL(t, path, "active")
+	a, err := acl.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, url := startServer(t, Config{ACL: a, Logger: debugLogger(&logBuffer{})})
+	stop := make(chan struct{})
+	defer close(stop)
+	go srv.Watch(path, 5*time.Millisecond, stop)
+
+	c := mustClient(t, url)
+	status := func() session.Status {
+		t.Helper()
+		st, _, err := c.Authorize(time.Now().Add(2*time.Second), "123e4567-e89b-12d3-a456-426614174000", reloadToken)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	if st := status(); st != session.StatusAllowed {
+		t.Fatalf("before: %s", st)
+	}
+	v1 := srv.acl.Load().Version()
+
+	writeACL(t, path, "blocked")
+	waitFor(t, func() bool { return status() == session.StatusNotAllowed })
+	v2 := srv.acl.Load().Version()
+	if v2 == v1 {
+		t.Error("the version did not change")
+	}
+
+	// An invalid file: the old list stays.
+	if err := os.WriteFile(path, []byte(`{"entries":[{"driver_token":"x","status":"maybe"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Reload(path); err == nil {
+		t.Error("Reload of an invalid file should fail")
+	}
+	time.Sleep(50 * time.Millisecond) // the watcher sees it too
+	if st := status(); st != session.StatusNotAllowed || srv.acl.Load().Version() != v2 {
+		t.Errorf("after an invalid file: %s, version %s (want the old list, %s)", st, srv.acl.Load().Version(), v2)
+	}
+}
+
+func waitFor(t *testing.T, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
