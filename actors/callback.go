@@ -109,6 +109,16 @@ func (c *callbackSender) attempt(rec session.Record) *CallbackAttempted {
 	if err != nil {
 		return &CallbackAttempted{Record: rec, Err: err}
 	}
+	if obs := cfg.Observe.CallbackAttempt; obs != nil {
+		result := "retry"
+		switch a.Outcome {
+		case session.StateDelivered:
+			result = "delivered"
+		case session.StateFailed:
+			result = "failed"
+		}
+		obs(result, at.Sub(start))
+	}
 	log := c.log.With("request_id", rec.ID, "attempt", stored.CallbackAttempts, "took", at.Sub(start).String())
 	switch a.Outcome {
 	case session.StateDelivered:

@@ -87,7 +87,23 @@ type Config struct {
 	// CallbackConcurrency bounds the attempts in flight. Default: 256.
 	CallbackConcurrency int
 
+	// Observe receives the engine's measurements (metrics). Default: none.
+	Observe Observer
+
 	now func() time.Time // test-only clock
+}
+
+// Observer receives measurements as they happen. Its funcs must be fast and
+// safe for concurrent use; nil funcs are skipped.
+type Observer struct {
+	// AuthzCall: one call to the authorization service; result is
+	// "answered", "error" or "breaker_open".
+	AuthzCall func(result string, took time.Duration)
+	// Decided: a decision is durable; took is from accept to decision.
+	Decided func(status session.Status, by session.DecidedBy, took time.Duration)
+	// CallbackAttempt: one callback attempt; result is "delivered",
+	// "retry" or "failed".
+	CallbackAttempt func(result string, took time.Duration)
 }
 
 func (c *Config) setDefaults() {

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/sony/gobreaker/v2"
 
 	"github.com/chargeauth/chargeauth/session"
 )
@@ -120,12 +122,23 @@ func (w *authzWorker) call(msg *Authorize) (answer *AuthzAnswered) {
 	}
 	// The breaker fails calls at once while the service keeps failing, so
 	// that waiting requests back off instead of hammering it.
+	start := time.Now()
 	res, err := w.e.breaker.Execute(func() (authzResult, error) {
 		w.e.authzCalls.Add(1)
 		defer w.e.authzCalls.Add(-1)
 		status, reason, err := w.e.cfg.Authorize(deadline, msg.StationID, msg.DriverToken)
 		return authzResult{status, reason}, err
 	})
+	if obs := w.e.cfg.Observe.AuthzCall; obs != nil {
+		switch {
+		case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
+			obs("breaker_open", time.Since(start))
+		case err != nil:
+			obs("error", time.Since(start))
+		default:
+			obs("answered", time.Since(start))
+		}
+	}
 	if err != nil {
 		return &AuthzAnswered{Err: err}
 	}

@@ -127,6 +127,9 @@ func (r *requestActor) decide(ctx actor.Context, status session.Status, reason s
 	}
 	r.log.Info("decided", "status", status, "decided_by", by, "reason", reason,
 		"station_id", rec.StationID, "driver_token", session.MaskToken(rec.DriverToken))
+	if obs := r.e.cfg.Observe.Decided; obs != nil {
+		obs(rec.Status, rec.DecidedBy, rec.DecidedAt.Sub(rec.AcceptedAt))
+	}
 	r.e.system.EventStream.Publish(&Decided{Record: rec})
 	ctx.Send(r.e.sender, &DeliverCallback{Record: rec})
 }

@@ -160,3 +160,12 @@ func (s *Store) List(st session.State, beforeID string, limit int) ([]session.Re
 	}
 	return out, nil
 }
+
+// Metrics returns Pebble's metrics (for the admin /metrics endpoint).
+func (s *Store) Metrics() (*pebble.Metrics, error) {
+	if err := s.rlock(); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	return s.db.Metrics(), nil
+}

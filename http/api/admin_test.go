@@ -66,9 +66,29 @@ func TestAdminEndpoints(t *testing.T) {
 	}
 
 	m := do(t, "GET", admin+"/metrics", "", nil)
-	for _, want := range []string{`chargeauth_requests_total{outcome="accepted"} 1`, `chargeauth_decisions_total{decided_by="authz",status="allowed"} 1`, `chargeauth_records{state="delivered"} 1`} {
+	for _, want := range []string{
+		`chargeauth_requests_total{outcome="accepted"} 1`,
+		`chargeauth_ack_seconds_count 1`,
+		`chargeauth_decisions_total{decided_by="authz",status="allowed"} 1`,
+		`chargeauth_decision_seconds_count 1`,
+		`chargeauth_authz_calls_total{result="answered"} 1`,
+		`chargeauth_authz_call_seconds_count 1`,
+		`chargeauth_callback_attempts_total{result="retry"} 1`,
+		`chargeauth_callback_attempts_total{result="failed"} 1`,
+		`chargeauth_callback_attempts_total{result="delivered"} 1`,
+		`chargeauth_callback_attempt_seconds_count 3`,
+		`chargeauth_records{state="delivered"} 1`,
+		`chargeauth_live_requests 0`,
+		`chargeauth_backlog 0`,
+		`chargeauth_pebble_wal_fsync_seconds_count`,
+		`chargeauth_pebble_disk_usage_bytes`,
+		`chargeauth_pebble_compaction_debt_bytes`,
+	} {
 		if !strings.Contains(string(m.body), want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+	if strings.Contains(string(m.body), "chargeauth_pebble_wal_fsync_seconds_count 0\n") {
+		t.Error("no WAL fsync counted after synced writes")
 	}
 }

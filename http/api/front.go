@@ -55,6 +55,8 @@ func (f *front) handle(ctx *fasthttp.RequestCtx) {
 }
 
 func (f *front) accept(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	defer func() { f.metrics.ack.Observe(time.Since(start).Seconds()) }()
 	if ct := ctx.Request.Header.ContentType(); !isJSON(ct) {
 		f.metrics.outcome("unsupported_media_type")
 		writeFailed(ctx, failMediaType, nil)

@@ -1,8 +1,12 @@
 package api
 
 import (
+	"math"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/chargeauth/chargeauth/actors"
 	"github.com/chargeauth/chargeauth/persistence"
@@ -12,71 +16,137 @@ import (
 // metrics are the service's Prometheus metrics, on a registry of its own
 // (several services can run in one test process).
 type metrics struct {
-	reg      *prometheus.Registry
-	requests *prometheus.CounterVec
+	reg *prometheus.Registry
+
+	requests  *prometheus.CounterVec
+	outcomes  map[string]prometheus.Counter // requests by outcome, resolved once
+	ack       prometheus.Histogram
+	decisions *prometheus.CounterVec
+	decideIn  prometheus.Histogram
+	authz     *prometheus.CounterVec
+	authzIn   prometheus.Histogram
+	callbacks *prometheus.CounterVec
+	callIn    prometheus.Histogram
 }
 
+var requestOutcomes = []string{"accepted", "invalid", "too_large", "unsupported_media_type", "method_not_allowed", "unavailable"}
+
 func newMetrics(engine func() *actors.Engine, store *persistence.Store) *metrics {
+	latency := func(name, help string) prometheus.Histogram {
+		return prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help,
+			Buckets: prometheus.ExponentialBucketsRange(0.0001, 60, 20)})
+	}
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "chargeauth_requests_total",
-			Help: "Session requests answered by the public API, by outcome.",
+			Name: "chargeauth_requests_total", Help: "Session requests answered by the public API, by outcome.",
 		}, []string{"outcome"}),
+		outcomes: make(map[string]prometheus.Counter),
+		ack:      latency("chargeauth_ack_seconds", "Time to answer a POST, from parsing to the answer (202 or not)."),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chargeauth_decisions_total", Help: "Decisions made, by status and cause (authz or timeout).",
+		}, []string{"status", "decided_by"}),
+		decideIn: latency("chargeauth_decision_seconds", "Time from accept to a durable decision."),
+		authz: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chargeauth_authz_calls_total", Help: "Calls to the authorization service, by result (answered, error, breaker_open).",
+		}, []string{"result"}),
+		authzIn: latency("chargeauth_authz_call_seconds", "Duration of a call to the authorization service."),
+		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chargeauth_callback_attempts_total", Help: "Callback attempts, by result (delivered, retry, failed).",
+		}, []string{"result"}),
+		callIn: latency("chargeauth_callback_attempt_seconds", "Duration of a callback attempt, including storing its outcome."),
 	}
-	for _, o := range []string{"accepted", "invalid", "too_large", "unsupported_media_type", "method_not_allowed", "unavailable"} {
-		m.requests.WithLabelValues(o)
+	for _, o := range requestOutcomes {
+		m.outcomes[o] = m.requests.WithLabelValues(o)
 	}
-	gauge := func(name, help string, f func() float64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	for _, r := range []string{"answered", "error", "breaker_open"} {
+		m.authz.WithLabelValues(r)
+	}
+	for _, r := range []string{"delivered", "retry", "failed"} {
+		m.callbacks.WithLabelValues(r)
+	}
+	gauge := func(name, help string, f func(*actors.Engine) int64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
+			if e := engine(); e != nil {
+				return float64(f(e))
+			}
+			return 0
+		})
 	}
 	m.reg.MustRegister(
-		m.requests,
+		m.requests, m.ack, m.decisions, m.decideIn, m.authz, m.authzIn, m.callbacks, m.callIn,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		gauge("chargeauth_live_requests", "Live request actors.", func() float64 {
-			if e := engine(); e != nil {
-				return float64(e.LiveRequests())
-			}
-			return 0
-		}),
-		gauge("chargeauth_backlog", "Accepted requests waiting in the store for a request actor.", func() float64 {
-			if e := engine(); e != nil {
-				return float64(e.Backlog())
-			}
-			return 0
-		}),
-		gauge("chargeauth_authz_calls_in_flight", "Calls to the authorization service in flight.", func() float64 {
-			if e := engine(); e != nil {
-				return float64(e.AuthzCallsInFlight())
-			}
-			return 0
-		}),
-		gauge("chargeauth_callbacks_pending", "Callbacks queued, waiting to retry or in flight.", func() float64 {
-			if e := engine(); e != nil {
-				return float64(e.CallbacksPending())
-			}
-			return 0
-		}),
+		gauge("chargeauth_live_requests", "Live request actors.", (*actors.Engine).LiveRequests),
+		gauge("chargeauth_backlog", "Accepted requests waiting in the store for a request actor.", (*actors.Engine).Backlog),
+		gauge("chargeauth_authz_calls_in_flight", "Calls to the authorization service in flight.", (*actors.Engine).AuthzCallsInFlight),
+		gauge("chargeauth_callbacks_pending", "Callbacks queued, waiting to retry or in flight.", (*actors.Engine).CallbacksPending),
+		&storeCollector{store: store},
 	)
-	states := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chargeauth_records", Help: "Stored requests by state."}, []string{"state"})
-	m.reg.MustRegister(collectorFunc{desc: states, collect: func(ch chan<- prometheus.Metric) {
-		for _, s := range []session.State{session.StatePending, session.StateDecided, session.StateDelivered, session.StateFailed} {
-			g := states.WithLabelValues(string(s))
-			g.Set(float64(store.Count(s)))
-			ch <- g
-		}
-	}})
 	return m
 }
 
-func (m *metrics) outcome(o string) { m.requests.WithLabelValues(o).Inc() }
+// outcome counts one answered POST.
+func (m *metrics) outcome(o string) { m.outcomes[o].Inc() }
 
-// collectorFunc refreshes a GaugeVec at scrape time.
-type collectorFunc struct {
-	desc    *prometheus.GaugeVec
-	collect func(chan<- prometheus.Metric)
+// observer feeds the engine's measurements into the metrics.
+func (m *metrics) observer() actors.Observer {
+	return actors.Observer{
+		AuthzCall: func(result string, took time.Duration) {
+			m.authz.WithLabelValues(result).Inc()
+			if result != "breaker_open" {
+				m.authzIn.Observe(took.Seconds())
+			}
+		},
+		Decided: func(status session.Status, by session.DecidedBy, took time.Duration) {
+			m.decisions.WithLabelValues(string(status), string(by)).Inc()
+			m.decideIn.Observe(took.Seconds())
+		},
+		CallbackAttempt: func(result string, took time.Duration) {
+			m.callbacks.WithLabelValues(result).Inc()
+			m.callIn.Observe(took.Seconds())
+		},
+	}
 }
 
-func (c collectorFunc) Describe(ch chan<- *prometheus.Desc) { c.desc.Describe(ch) }
-func (c collectorFunc) Collect(ch chan<- prometheus.Metric) { c.collect(ch) }
+// storeCollector reads the store's counts and Pebble's own metrics at
+// scrape time.
+type storeCollector struct{ store *persistence.Store }
+
+var (
+	descRecords = prometheus.NewDesc("chargeauth_records", "Stored requests by state.", []string{"state"}, nil)
+	descDisk    = prometheus.NewDesc("chargeauth_pebble_disk_usage_bytes", "Disk space used by the Pebble store.", nil, nil)
+	descDebt    = prometheus.NewDesc("chargeauth_pebble_compaction_debt_bytes", "Pebble's estimated compaction debt.", nil, nil)
+	descFsync   = prometheus.NewDesc("chargeauth_pebble_wal_fsync_seconds", "Pebble WAL fsync latency.", nil, nil)
+)
+
+func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descRecords, descDisk, descDebt, descFsync} {
+		ch <- d
+	}
+}
+
+func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range []session.State{session.StatePending, session.StateDecided, session.StateDelivered, session.StateFailed} {
+		ch <- prometheus.MustNewConstMetric(descRecords, prometheus.GaugeValue, float64(c.store.Count(s)), string(s))
+	}
+	pm, err := c.store.Metrics()
+	if err != nil {
+		return // closing or recovering: no Pebble metrics this scrape
+	}
+	ch <- prometheus.MustNewConstMetric(descDisk, prometheus.GaugeValue, float64(pm.DiskSpaceUsage()))
+	ch <- prometheus.MustNewConstMetric(descDebt, prometheus.GaugeValue, float64(pm.Compact.EstimatedDebt))
+	if h := pm.LogWriter.FsyncLatency; h != nil {
+		// Pebble observes nanoseconds; re-expose in seconds.
+		var d dto.Metric
+		if h.Write(&d) == nil && d.Histogram != nil {
+			buckets := make(map[float64]uint64, len(d.Histogram.Bucket))
+			for _, b := range d.Histogram.Bucket {
+				if ub := b.GetUpperBound(); !math.IsInf(ub, 1) {
+					buckets[ub/1e9] = b.GetCumulativeCount()
+				}
+			}
+			ch <- prometheus.MustNewConstHistogram(descFsync, d.Histogram.GetSampleCount(), d.Histogram.GetSampleSum()/1e9, buckets)
+		}
+	}
+}

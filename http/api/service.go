@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
 	"github.com/chargeauth/chargeauth/actors"
@@ -128,7 +127,6 @@ type Service struct {
 	publicLn, adminLn net.Listener
 	public, adminSrv  *fasthttp.Server
 	metrics           *metrics
-	decisions         *prometheus.CounterVec
 
 	serveErr   chan error
 	stopRetain chan struct{}
@@ -180,10 +178,6 @@ func (s *Service) start() error {
 		return err
 	}
 	s.metrics = newMetrics(s.engine.Load, s.store)
-	s.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "chargeauth_decisions_total", Help: "Decisions made, by status and cause.",
-	}, []string{"status", "decided_by"})
-	s.metrics.reg.MustRegister(s.decisions)
 
 	s.adminSrv = &fasthttp.Server{
 		Handler: newAdmin(s, s.metrics).handle, Name: "chargeauth-admin",
@@ -219,16 +213,12 @@ func (s *Service) start() error {
 		CallbackBackoff:     cfg.CallbackBackoff,
 		CallbackMaxBackoff:  cfg.CallbackMaxBackoff,
 		CallbackTimeout:     cfg.CallbackTimeout,
+		Observe:             s.metrics.observer(),
 	})
 	if err != nil {
 		return err
 	}
 	s.engine.Store(engine)
-	engine.System().EventStream.Subscribe(func(evt any) {
-		if d, ok := evt.(*actors.Decided); ok {
-			s.decisions.WithLabelValues(string(d.Record.Status), string(d.Record.DecidedBy)).Inc()
-		}
-	})
 
 	f := &front{engine: engine, store: s.store, metrics: s.metrics, now: cfg.now}
 	s.public = &fasthttp.Server{
