@@ -231,6 +231,21 @@ func TestServeBinary(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
+	// Running: the sessions command goes through the admin API.
+	out, err := exec.Command(binary(t), "sessions", "list", "--admin-url", "http://"+admin, "--json",
+		"--station", "123E4567-E89B-12D3-A456-426614174000", "--since", "1h").Output()
+	if err != nil || strings.Count(string(out), "\n") != 1 || !strings.Contains(string(out), ack.RequestID) || strings.Contains(string(out), token) {
+		t.Errorf("sessions list --json through the admin API: %v %q", err, out)
+	}
+	out, err = exec.Command(binary(t), "sessions", "list", "--admin-url", "http://"+admin, "--station", "aaaaaaaa-e89b-12d3-a456-426614174000").Output()
+	if err != nil || strings.Contains(string(out), ack.RequestID) {
+		t.Errorf("sessions list --station of another station: %v %q", err, out)
+	}
+	out, err = exec.Command(binary(t), "sessions", "get", ack.RequestID, "--admin-url", "http://"+admin).Output()
+	if err != nil || !strings.Contains(string(out), "failed") {
+		t.Errorf("sessions get through the admin API: %v %q", err, out)
+	}
+
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -247,14 +262,14 @@ func TestServeBinary(t *testing.T) {
 	}
 
 	// Stopped: the sessions command reads the store directly.
-	out, err := exec.Command(binary(t), "sessions", "get", ack.RequestID, "--data-dir", dataDir, "--json").Output()
+	out, err = exec.Command(binary(t), "sessions", "get", ack.RequestID, "--data-dir", dataDir, "--json").Output()
 	if err != nil {
 		t.Fatalf("sessions get: %v", err)
 	}
 	if !strings.Contains(string(out), `"state":"failed"`) || strings.Contains(string(out), token) {
 		t.Errorf("sessions get: %s", out)
 	}
-	out, err = exec.Command(binary(t), "sessions", "list", "--data-dir", dataDir).Output()
+	out, err = exec.Command(binary(t), "sessions", "list", "--data-dir", dataDir, "--since", "1h").Output()
 	if err != nil || !strings.Contains(string(out), ack.RequestID) || !strings.Contains(string(out), "REQUEST_ID") {
 		t.Errorf("sessions list: %v %s", err, out)
 	}

@@ -30,6 +30,8 @@ func sessions(args []string, stdout, stderr io.Writer) error {
 	adminURL := fs.String("admin-url", "http://127.0.0.1:8082", "admin API of the running service")
 	dataDir := fs.String("data-dir", "", "read this store directly instead (the service must be stopped)")
 	state := fs.String("state", "", "list: only this state (pending, decided, delivered, failed)")
+	station := fs.String("station", "", "list: only this station id")
+	since := fs.String("since", "", "list: only requests accepted since this RFC 3339 time or this long ago (e.g. 1h)")
 	limit := fs.Int("limit", 20, "list: most records, newest first")
 	asJSON := fs.Bool("json", false, "one JSON object per line")
 	// Accept "get <id> --json" as well as "get --json <id>".
@@ -63,7 +65,7 @@ func sessions(args []string, stdout, stderr io.Writer) error {
 		if len(pos) > 0 {
 			return usageError("list takes no argument")
 		}
-		recs, err = src.list(*state, *limit)
+		recs, err = src.list(listQuery{state: *state, station: *station, since: *since, limit: *limit})
 	case "get", "redeliver":
 		if len(pos) != 1 {
 			return usageError("%s takes one request id", sub)
@@ -106,8 +108,13 @@ func orDash(v any) any {
 	return v
 }
 
+type listQuery struct {
+	state, station, since string
+	limit                 int
+}
+
 type source interface {
-	list(state string, limit int) ([]map[string]any, error)
+	list(q listQuery) ([]map[string]any, error)
 	get(id string) (map[string]any, error)
 	redeliver(id string) (map[string]any, error)
 }
@@ -126,12 +133,14 @@ func (a *adminSource) do(method, path string) ([]byte, int, error) {
 	return append([]byte(nil), resp.Body()...), resp.StatusCode(), nil
 }
 
-func (a *adminSource) list(state string, limit int) ([]map[string]any, error) {
+func (a *adminSource) list(lq listQuery) ([]map[string]any, error) {
 	q := url.Values{}
-	if state != "" {
-		q.Set("state", state)
+	for k, v := range map[string]string{"state": lq.state, "station_id": lq.station, "since": lq.since} {
+		if v != "" {
+			q.Set(k, v)
+		}
 	}
-	q.Set("limit", fmt.Sprint(limit))
+	q.Set("limit", fmt.Sprint(lq.limit))
 	body, code, err := a.do("GET", "/sessions?"+q.Encode())
 	if err != nil {
 		return nil, err
@@ -179,14 +188,39 @@ func toMap(rec session.Record) map[string]any {
 	return m
 }
 
-func (s *storeSource) list(state string, limit int) ([]map[string]any, error) {
-	recs, err := s.store.List(session.State(state), "", limit)
-	if err != nil {
-		return nil, err
+func (s *storeSource) list(q listQuery) ([]map[string]any, error) {
+	var since time.Time
+	if q.since != "" {
+		if t, err := time.Parse(time.RFC3339Nano, q.since); err == nil {
+			since = t
+		} else if d, err := time.ParseDuration(q.since); err == nil && d >= 0 {
+			since = time.Now().Add(-d)
+		} else {
+			return nil, usageError("--since %q: must be an RFC 3339 time or a duration such as 1h", q.since)
+		}
 	}
-	out := make([]map[string]any, len(recs))
-	for i, r := range recs {
-		out[i] = toMap(r)
+	var out []map[string]any
+	before := ""
+	for len(out) < q.limit {
+		recs, err := s.store.List(session.State(q.state), before, 500)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range recs {
+			before = r.ID
+			if !since.IsZero() && r.AcceptedAt.Before(since) {
+				return out, nil
+			}
+			if q.station != "" && !strings.EqualFold(r.StationID, q.station) {
+				continue
+			}
+			if out = append(out, toMap(r)); len(out) == q.limit {
+				return out, nil
+			}
+		}
+		if len(recs) < 500 {
+			break
+		}
 	}
 	return out, nil
 }

@@ -3,9 +3,11 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
@@ -77,32 +79,98 @@ func adminView(rec session.Record) adminRecord {
 	return adminRecord{Record: rec, DriverToken: session.MaskToken(rec.DriverToken)}
 }
 
+// list answers GET /sessions?state=&station_id=&since=&limit=&cursor=:
+// newest first; next_cursor (when present) fetches the next page.
 func (a *admin) list(ctx *fasthttp.RequestCtx) {
 	args := ctx.QueryArgs()
+	var problems []session.FieldError
 	state := session.State(args.Peek("state"))
 	if state != "" && !state.Valid() {
-		writeFailed(ctx, failInvalid, []session.FieldError{{Field: "state", Message: "state must be pending, decided, delivered or failed"}})
-		return
+		problems = append(problems, session.FieldError{Field: "state", Message: "state must be pending, decided, delivered or failed"})
+	}
+	station := strings.ToLower(string(args.Peek("station_id")))
+	if station != "" && !session.IsUUID(station) {
+		problems = append(problems, session.FieldError{Field: "station_id", Message: "station_id must be a UUID"})
+	}
+	var since time.Time
+	if v := args.Peek("since"); len(v) > 0 {
+		t, err := parseSince(string(v), a.svc.cfg.now())
+		if err != nil {
+			problems = append(problems, session.FieldError{Field: "since", Message: err.Error()})
+		}
+		since = t
 	}
 	limit := 100
 	if v := args.Peek("limit"); len(v) > 0 {
 		n, err := strconv.Atoi(string(v))
 		if err != nil || n < 1 || n > 10000 {
-			writeFailed(ctx, failInvalid, []session.FieldError{{Field: "limit", Message: "limit must be an integer from 1 to 10000"}})
-			return
+			problems = append(problems, session.FieldError{Field: "limit", Message: "limit must be an integer from 1 to 10000"})
 		}
 		limit = n
 	}
-	recs, err := a.svc.store.List(state, strings.ToLower(string(args.Peek("before"))), limit)
-	if err != nil {
-		writeFailed(ctx, failClosing, nil)
+	cursor := strings.ToLower(string(args.Peek("cursor")))
+	if cursor == "" {
+		cursor = strings.ToLower(string(args.Peek("before")))
+	}
+	if cursor != "" && !session.IsUUID(cursor) {
+		problems = append(problems, session.FieldError{Field: "cursor", Message: "cursor must be a next_cursor from an earlier page"})
+	}
+	if problems != nil {
+		writeFailed(ctx, failInvalid, problems)
 		return
 	}
-	out := make([]adminRecord, len(recs))
-	for i, r := range recs {
-		out[i] = adminView(r)
+
+	// Page through the store newest first, filtering, until the page is
+	// full, the records are older than since, or the store is exhausted.
+	// At most 100000 records are read for one page.
+	out := make([]adminRecord, 0, min(limit, 1000))
+	next, read := "", 0
+	const page = 500
+	for done := false; !done && len(out) < limit && read < 100000; {
+		recs, err := a.svc.store.List(state, cursor, page)
+		if err != nil {
+			writeFailed(ctx, failClosing, nil)
+			return
+		}
+		read += len(recs)
+		if len(recs) < page {
+			done = true
+		}
+		for _, r := range recs {
+			cursor = r.ID
+			if !since.IsZero() && r.AcceptedAt.Before(since) {
+				done = true
+				break
+			}
+			if station != "" && !strings.EqualFold(r.StationID, station) {
+				continue
+			}
+			out = append(out, adminView(r))
+			if len(out) == limit {
+				next = r.ID
+				break
+			}
+		}
 	}
-	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"sessions": out, "count": len(out)})
+	if next == "" && read >= 100000 {
+		next = cursor // the scan budget ran out: go on from here
+	}
+	body := map[string]any{"sessions": out, "count": len(out)}
+	if next != "" {
+		body["next_cursor"] = next
+	}
+	writeJSON(ctx, fasthttp.StatusOK, body)
+}
+
+// parseSince reads an RFC 3339 time or a duration before now ("1h").
+func parseSince(v string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, fmt.Errorf("since must be an RFC 3339 time or a duration such as 1h")
 }
 
 func (a *admin) get(ctx *fasthttp.RequestCtx, id string) {
