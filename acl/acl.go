@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -109,17 +110,16 @@ func parse(data []byte) (*ACL, error) {
 		entries: make(map[string]compiled, len(f.Entries)),
 		version: version(data),
 	}
-	first := make(map[string]int, len(f.Entries))
 	for i, e := range f.Entries {
 		c, err := compile(e)
 		if err != nil {
 			return nil, fmt.Errorf("entry %d: %w", i, err)
 		}
-		if j, dup := first[e.DriverToken]; dup {
+		if _, dup := a.entries[e.DriverToken]; dup {
+			j := slices.IndexFunc(f.Entries, func(x Entry) bool { return x.DriverToken == e.DriverToken })
 			return nil, fmt.Errorf("entry %d: duplicate driver_token %s (first at entry %d)",
 				i, session.MaskToken(e.DriverToken), j)
 		}
-		first[e.DriverToken] = i
 		a.entries[e.DriverToken] = c
 	}
 	return a, nil

@@ -1,9 +1,12 @@
 package acl
 
 import (
+	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -227,3 +230,55 @@ func BenchmarkDecide(b *testing.B) {
 		})
 	}
 }
+
+// millionACL is a 1,000,000-entry ACL file, built once.
+var millionACL = sync.OnceValue(func() []byte {
+	var b bytes.Buffer
+	b.WriteString(`{"entries":[`)
+	for i := range 1_000_000 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"driver_token":"millionDriverToken%07d","status":"active"}`, i)
+	}
+	b.WriteString(`]}`)
+	return b.Bytes()
+})
+
+// BenchmarkParseMillion: loading a 1,000,000-entry ACL (goal: under 3 s).
+func BenchmarkParseMillion(b *testing.B) {
+	data := millionACL()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		a, err := Parse(data)
+		if err != nil || a.Len() != 1_000_000 {
+			b.Fatal(a.Len(), err)
+		}
+	}
+}
+
+// BenchmarkDecideMillion: a lookup in a 1,000,000-entry ACL stays O(1).
+func BenchmarkDecideMillion(b *testing.B) {
+	a, err := Parse(millionACL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		tok := millionTokens[i%len(millionTokens)]
+		if st, _ := a.Decide("123e4567-e89b-12d3-a456-426614174000", tok, now); st != session.StatusAllowed {
+			b.Fatal(st)
+		}
+		i++
+	}
+}
+
+var millionTokens = func() []string {
+	out := make([]string, 1024)
+	for i := range out {
+		out[i] = fmt.Sprintf("millionDriverToken%07d", i*977)
+	}
+	return out
+}()
