@@ -260,3 +260,9 @@ func eventually(t *testing.T, timeout, every time.Duration, f func() error) {
 		time.Sleep(every)
 	}
 }
+
+var errNoCallback = errorString("no callback yet")
+
+type errorString string
+
+func (e errorString) Error() string { return string(e) }
