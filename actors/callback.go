@@ -93,7 +93,7 @@ func (c *callbackSender) attempt(rec session.Record) *CallbackAttempted {
 	res := cfg.Deliver(start.Add(cfg.CallbackTimeout), rec.ID, rec.Request, rec.Status)
 	at := cfg.now().UTC()
 
-	a := persistence.Attempt{At: at, Outcome: session.StateDelivered}
+	a := persistence.Attempt{At: at, Outcome: session.StateDelivered, StatusCode: res.StatusCode, Took: at.Sub(start)}
 	if res.Err != nil {
 		a.Err = res.Err.Error()
 		n := rec.CallbackAttempts + 1 // attempts made, this one included

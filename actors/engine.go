@@ -25,6 +25,7 @@ type DeliverFunc func(deadline time.Time, id string, req session.Request, status
 
 // DeliveryResult is the outcome of one callback attempt.
 type DeliveryResult struct {
+	StatusCode int           // the receiver's HTTP status; 0 if none arrived
 	Err        error         // nil: delivered (any 2xx)
 	Retryable  bool          // false: give up now (e.g. 410 Gone, forbidden destination)
 	RetryAfter time.Duration // the receiver's Retry-After, if any

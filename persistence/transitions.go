@@ -90,6 +90,10 @@ type Attempt struct {
 	Outcome session.State
 	// NextAt is when to retry; used only with Outcome StateDecided.
 	NextAt time.Time
+	// StatusCode is the receiver's HTTP status (0: none arrived) and
+	// Took the attempt's duration, both kept in the record's attempt log.
+	StatusCode int
+	Took       time.Duration
 }
 
 // RecordAttempt records one callback attempt on a decided record:
@@ -109,6 +113,12 @@ func (s *Store) RecordAttempt(id string, a Attempt) (session.Record, error) {
 		}
 		r.CallbackAttempts++
 		r.LastError = a.Err
+		r.Attempts = append(r.Attempts, session.AttemptLog{
+			At: a.At, StatusCode: a.StatusCode, Error: a.Err, DurationMS: float64(a.Took.Microseconds()) / 1000,
+		})
+		if n := len(r.Attempts); n > session.MaxAttemptLog {
+			r.Attempts = append(r.Attempts[:0:0], r.Attempts[n-session.MaxAttemptLog:]...)
+		}
 		r.State = a.Outcome
 		switch a.Outcome {
 		case session.StateDecided:

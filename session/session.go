@@ -76,11 +76,23 @@ type Record struct {
 	DecidedBy DecidedBy `json:"decided_by,omitempty"`
 	DecidedAt time.Time `json:"decided_at,omitzero"`
 
-	CallbackAttempts int       `json:"callback_attempts"`
-	NextAttemptAt    time.Time `json:"next_attempt_at,omitzero"`
-	LastError        string    `json:"last_error,omitempty"`
-	DeliveredAt      time.Time `json:"delivered_at,omitzero"`
-	FailedAt         time.Time `json:"failed_at,omitzero"`
+	CallbackAttempts int          `json:"callback_attempts"`
+	Attempts         []AttemptLog `json:"attempts,omitempty"` // the last MaxAttemptLog attempts, oldest first
+	NextAttemptAt    time.Time    `json:"next_attempt_at,omitzero"`
+	LastError        string       `json:"last_error,omitempty"`
+	DeliveredAt      time.Time    `json:"delivered_at,omitzero"`
+	FailedAt         time.Time    `json:"failed_at,omitzero"`
+}
+
+// MaxAttemptLog is how many callback attempts a record keeps in Attempts.
+const MaxAttemptLog = 10
+
+// AttemptLog is one callback attempt as kept with the record.
+type AttemptLog struct {
+	At         time.Time `json:"at"`                    // when it ended
+	StatusCode int       `json:"status_code,omitempty"` // the receiver's answer; 0 if none
+	Error      string    `json:"error,omitempty"`       // "" when delivered
+	DurationMS float64   `json:"duration_ms"`
 }
 
 // MaskToken returns a driver token safe to log or show: its first four

@@ -69,14 +69,27 @@ func (a *admin) handle(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-// adminRecord is the admin view of a record: everything but the full token.
+// adminRecord is the admin view of a record: everything but the full
+// token, plus its transitions in order.
 type adminRecord struct {
 	session.Record
-	DriverToken string `json:"driver_token"`
+	DriverToken string       `json:"driver_token"`
+	Transitions []transition `json:"transitions"`
+}
+
+type transition struct {
+	State session.State `json:"state"`
+	At    time.Time     `json:"at"`
 }
 
 func adminView(rec session.Record) adminRecord {
-	return adminRecord{Record: rec, DriverToken: session.MaskToken(rec.DriverToken)}
+	tr := []transition{{session.StatePending, rec.AcceptedAt}}
+	for _, t := range []transition{{session.StateDecided, rec.DecidedAt}, {session.StateDelivered, rec.DeliveredAt}, {session.StateFailed, rec.FailedAt}} {
+		if !t.At.IsZero() {
+			tr = append(tr, t)
+		}
+	}
+	return adminRecord{Record: rec, DriverToken: session.MaskToken(rec.DriverToken), Transitions: tr}
 }
 
 // list answers GET /sessions?state=&station_id=&since=&limit=&cursor=:

@@ -41,6 +41,31 @@ func TestAdminEndpoints(t *testing.T) {
 		}
 		return nil
 	})
+	// The full record: its transitions and its callback attempts.
+	var full struct {
+		Transitions []struct {
+			State string `json:"state"`
+		} `json:"transitions"`
+		Attempts []struct {
+			StatusCode int     `json:"status_code"`
+			Error      string  `json:"error"`
+			DurationMS float64 `json:"duration_ms"`
+		} `json:"attempts"`
+	}
+	if err := json.Unmarshal(do(t, "GET", admin+"/sessions/"+id, "", nil).body, &full); err != nil {
+		t.Fatal(err)
+	}
+	var states []string
+	for _, tr := range full.Transitions {
+		states = append(states, tr.State)
+	}
+	if strings.Join(states, ",") != "pending,decided,failed" {
+		t.Errorf("transitions %v", states)
+	}
+	if len(full.Attempts) != 2 || full.Attempts[0].StatusCode != 500 || full.Attempts[1].Error == "" || full.Attempts[0].DurationMS <= 0 {
+		t.Errorf("attempts %+v, want two 500s", full.Attempts)
+	}
+
 	r := do(t, "GET", admin+"/sessions?state=failed&limit=5", "", nil)
 	if r.code != 200 || !strings.Contains(string(r.body), id) || r.json(t)["count"] != float64(1) {
 		t.Errorf("list: %d %s", r.code, r.body)
