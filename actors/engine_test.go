@@ -688,3 +688,48 @@ func TestConcurrencyBoundUnderBurst(t *testing.T) {
 	}
 	t.Logf("peak %d calls at once", peak)
 }
+
+// A request whose deadline passes while it waits in the disk backlog is
+// decided unknown without a call.
+func TestNoCallForExpiredBacklog(t *testing.T) {
+	authz := &fakeAuthz{delay: 600 * time.Millisecond, hang: true}
+	h := startEngine(t, Config{MaxInflight: 1, DecisionTimeout: 300 * time.Millisecond}, authz, &fakeReceiver{})
+	var ids []string
+	for i := range 10 {
+		ids = append(ids, h.mustAccept(fmt.Sprintf("backlogExpiry%011d", i)).ID)
+	}
+	for _, id := range ids {
+		if got := h.waitState(id, session.StateDelivered); got.Status != session.StatusUnknown {
+			t.Errorf("%s decided %s, want unknown", id, got.Status)
+		}
+	}
+	time.Sleep(400 * time.Millisecond) // let the one running call end
+	if calls, _ := authz.stats(); calls != 1 {
+		t.Errorf("%d calls, want 1: the others expired in the backlog", calls)
+	}
+}
+
+// Resuming a large backlog after a restart keeps the concurrency bound.
+func TestConcurrencyBoundDuringResume(t *testing.T) {
+	st := openStore(t, vfs.NewMem())
+	now := time.Now().UTC()
+	for i := range 1000 {
+		rec := session.Record{ID: fmt.Sprintf("01900000-0000-7000-8000-%012d", i),
+			Request:    session.Request{StationID: "123e4567-e89b-12d3-a456-426614174000", DriverToken: "resumeBoundToken00000001", CallbackURL: "http://x/"},
+			AcceptedAt: now, DecideBy: now.Add(time.Minute), State: session.StatePending}
+		if err := st.Accept(&rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	authz := &fakeAuthz{delay: 500 * time.Microsecond}
+	h := startOn(t, Config{Store: st, AuthzConcurrency: 4, MaxInflight: 100}, authz, &fakeReceiver{})
+	eventually(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if n := h.store.Count(session.StateDelivered); n != 1000 {
+			return fmt.Errorf("%d delivered", n)
+		}
+		return nil
+	})
+	if calls, peak := authz.stats(); calls != 1000 || peak > 4 {
+		t.Errorf("%d calls (want 1000), peak %d (want at most 4)", calls, peak)
+	}
+}
