@@ -97,11 +97,15 @@ func (c *callbackSender) attempt(rec session.Record) *CallbackAttempted {
 	if res.Err != nil {
 		a.Err = res.Err.Error()
 		n := rec.CallbackAttempts + 1 // attempts made, this one included
-		if !res.Retryable || n >= cfg.CallbackMaxAttempts {
+		delay := max(callbackDelay(cfg.CallbackBackoff, cfg.CallbackMaxBackoff, n), min(res.RetryAfter, cfg.CallbackMaxBackoff))
+		switch {
+		case !res.Retryable, n >= cfg.CallbackMaxAttempts:
 			a.Outcome = session.StateFailed
-		} else {
+		case at.Add(delay).Sub(rec.DecidedAt) > cfg.CallbackMaxAge:
+			a.Outcome = session.StateFailed
+			a.Err += " (giving up: callback max age reached)"
+		default:
 			a.Outcome = session.StateDecided
-			delay := max(retryDelay(cfg.CallbackBackoff, cfg.CallbackMaxBackoff, n), min(res.RetryAfter, cfg.CallbackMaxBackoff))
 			a.NextAt = at.Add(delay)
 		}
 	}

@@ -83,6 +83,9 @@ type Config struct {
 	CallbackBackoff time.Duration
 	// CallbackMaxBackoff caps the delay between attempts. Default: 10m.
 	CallbackMaxBackoff time.Duration
+	// CallbackMaxAge: no retry is planned later than this after the
+	// decision; the request is failed instead. Default: 24h.
+	CallbackMaxAge time.Duration
 	// CallbackTimeout bounds one attempt. Default: 10s.
 	CallbackTimeout time.Duration
 	// CallbackConcurrency bounds the attempts in flight. Default: 256.
@@ -141,6 +144,9 @@ func (c *Config) setDefaults() {
 	if c.CallbackMaxBackoff == 0 {
 		c.CallbackMaxBackoff = 10 * time.Minute
 	}
+	if c.CallbackMaxAge == 0 {
+		c.CallbackMaxAge = 24 * time.Hour
+	}
 	if c.CallbackTimeout == 0 {
 		c.CallbackTimeout = 10 * time.Second
 	}
@@ -183,6 +189,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("actors: callback backoff %v: must not be negative", c.CallbackBackoff)
 	case c.CallbackMaxBackoff < c.CallbackBackoff:
 		return fmt.Errorf("actors: callback max backoff %v: must be at least the backoff %v", c.CallbackMaxBackoff, c.CallbackBackoff)
+	case c.CallbackMaxAge < time.Millisecond:
+		return fmt.Errorf("actors: callback max age %v: must be at least 1ms", c.CallbackMaxAge)
 	case c.CallbackTimeout < time.Millisecond:
 		return fmt.Errorf("actors: callback timeout %v: must be at least 1ms", c.CallbackTimeout)
 	case c.CallbackConcurrency < 1:

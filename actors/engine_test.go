@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -731,5 +732,39 @@ func TestConcurrencyBoundDuringResume(t *testing.T) {
 	})
 	if calls, peak := authz.stats(); calls != 1000 || peak > 4 {
 		t.Errorf("%d calls (want 1000), peak %d (want at most 4)", calls, peak)
+	}
+}
+
+func TestCallbackDelayFullJitter(t *testing.T) {
+	for n := 1; n <= 20; n++ {
+		ceiling := min(time.Second<<(n-1), time.Minute)
+		var most time.Duration
+		for range 200 {
+			d := callbackDelay(time.Second, time.Minute, n)
+			if d < 0 || d > ceiling {
+				t.Fatalf("retry %d: %v outside [0, %v]", n, d, ceiling)
+			}
+			most = max(most, d)
+		}
+		if most < ceiling/2 {
+			t.Errorf("retry %d: 200 draws all below %v: not spread up to %v", n, ceiling/2, ceiling)
+		}
+	}
+}
+
+// No retry is planned past the callback max age: the request fails.
+func TestCallbackFailsAtMaxAge(t *testing.T) {
+	fail := DeliveryResult{Err: errors.New("503"), Retryable: true}
+	script := make([]DeliveryResult, 100)
+	for i := range script {
+		script[i] = fail
+	}
+	recv := &fakeReceiver{script: script}
+	h := startEngine(t, Config{CallbackMaxAttempts: 100, CallbackBackoff: 20 * time.Millisecond,
+		CallbackMaxBackoff: 20 * time.Millisecond, CallbackMaxAge: 100 * time.Millisecond}, &fakeAuthz{}, recv)
+	rec := h.mustAccept("maxAgeDriverToken0000001")
+	got := h.waitState(rec.ID, session.StateFailed)
+	if got.CallbackAttempts >= 100 || !strings.Contains(got.LastError, "max age") {
+		t.Errorf("attempts %d, last error %q: want failed by max age", got.CallbackAttempts, got.LastError)
 	}
 }

@@ -29,7 +29,7 @@ type serveFlags struct {
 	callbackSecret                      string
 	callbackMaxAttempts                 int
 	callbackBackoff, callbackMaxBackoff time.Duration
-	callbackTimeout                     time.Duration
+	callbackTimeout, callbackMaxAge     time.Duration
 	allowPrivateCallbacks               bool
 	maxInflight, maxBacklog             int
 	shutdownGrace, retention            time.Duration
@@ -52,6 +52,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.callbackBackoff, "callback-backoff", time.Second, "delay before the first callback retry (doubling, jittered)")
 	fs.DurationVar(&f.callbackMaxBackoff, "callback-max-backoff", 10*time.Minute, "longest delay between callback attempts")
 	fs.DurationVar(&f.callbackTimeout, "callback-timeout", 10*time.Second, "timeout of one callback attempt")
+	fs.DurationVar(&f.callbackMaxAge, "callback-max-age", 24*time.Hour, "no callback retry later than this after the decision")
 	fs.BoolVar(&f.allowPrivateCallbacks, "allow-private-callbacks", false, "allow callbacks to loopback, private and link-local addresses")
 	fs.IntVar(&f.maxInflight, "max-inflight", 10000, "most live request actors; the rest wait in the store")
 	fs.IntVar(&f.maxBacklog, "max-backlog", 0, "most requests waiting in the store before accepts get 503 (0: bounded by disk only)")
@@ -77,6 +78,7 @@ func (f *serveFlags) check() error {
 		{"callback-backoff", f.callbackBackoff, f.callbackBackoff > 0, "positive"},
 		{"callback-max-backoff", f.callbackMaxBackoff, f.callbackMaxBackoff >= f.callbackBackoff, "at least --callback-backoff"},
 		{"callback-timeout", f.callbackTimeout, f.callbackTimeout >= time.Millisecond, "at least 1ms"},
+		{"callback-max-age", f.callbackMaxAge, f.callbackMaxAge >= time.Millisecond, "at least 1ms"},
 		{"max-inflight", f.maxInflight, f.maxInflight >= 1, "at least 1"},
 		{"max-backlog", f.maxBacklog, f.maxBacklog >= 0, "0 or more"},
 		{"shutdown-grace", f.shutdownGrace, f.shutdownGrace >= 0, "0 or more"},
@@ -162,6 +164,7 @@ func serve(args []string, stderr io.Writer) error {
 		CallbackBackoff:       f.callbackBackoff,
 		CallbackMaxBackoff:    f.callbackMaxBackoff,
 		CallbackTimeout:       f.callbackTimeout,
+		CallbackMaxAge:        f.callbackMaxAge,
 		AllowPrivateCallbacks: f.allowPrivateCallbacks,
 		MaxInflight:           f.maxInflight,
 		MaxBacklog:            f.maxBacklog,

@@ -44,6 +44,9 @@ type Config struct {
 	CallbackBackoff time.Duration
 	// CallbackMaxBackoff caps the retry delay. Default: 10m.
 	CallbackMaxBackoff time.Duration
+	// CallbackMaxAge: no retry later than this after the decision.
+	// Default: 24h.
+	CallbackMaxAge time.Duration
 	// CallbackTimeout bounds one attempt. Default: 10s.
 	CallbackTimeout time.Duration
 	// AllowPrivateCallbacks lets callbacks reach loopback and private
@@ -213,6 +216,7 @@ func (s *Service) start() error {
 		CallbackBackoff:     cfg.CallbackBackoff,
 		CallbackMaxBackoff:  cfg.CallbackMaxBackoff,
 		CallbackTimeout:     cfg.CallbackTimeout,
+		CallbackMaxAge:      cfg.CallbackMaxAge,
 		Observe:             s.metrics.observer(),
 	})
 	if err != nil {
