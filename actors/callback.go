@@ -19,15 +19,24 @@ import (
 //
 // The schedule lives in the store: an attempt's count and next time are
 // written before the next attempt is planned, so a restart continues it.
+//
+// Memory is bounded like the supervisor's: the sender owns at most
+// CallbackQueueLimit deliveries (queued, waiting for a retry timer, or in
+// flight). Decided requests beyond that stay in the store (overflow mode)
+// and are read back from the decided index, oldest first, as deliveries
+// end. When callbacks are slower than decisions, the backlog of callbacks
+// waits on disk, not in memory.
 type callbackSender struct {
 	e     *Engine
 	log   *slog.Logger
 	queue []session.Record
 	busy  int
-	// owned holds the ids being delivered (queued, waiting for a retry
-	// timer, or in flight), so that a rescan of the store after a restart of
-	// the engine's work does not start a second delivery of one.
+	// owned holds the ids being delivered, so that a rescan of the store
+	// never starts a second delivery of one.
 	owned map[string]struct{}
+
+	overflow  bool   // decided requests wait in the store
+	scanAfter string // every waiting id is above it ("" = from the start)
 }
 
 func newCallbackSender(e *Engine) *callbackSender {
@@ -37,12 +46,22 @@ func newCallbackSender(e *Engine) *callbackSender {
 func (c *callbackSender) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *DeliverCallback:
-		if _, ok := c.owned[msg.Record.ID]; ok {
+		id := msg.Record.ID
+		if _, ok := c.owned[id]; ok {
 			return // already being delivered
 		}
-		c.owned[msg.Record.ID] = struct{}{}
-		c.e.pendingCB.Store(int64(len(c.owned)))
-		c.schedule(ctx, msg.Record)
+		if c.overflow || len(c.owned) >= c.e.cfg.CallbackQueueLimit {
+			// It stays decided in the store; a refill reads it back.
+			if b := before(id); !c.overflow || b < c.scanAfter {
+				c.scanAfter = b
+			}
+			c.overflow = true
+			return
+		}
+		c.own(ctx, msg.Record)
+	case *rescanCallbacks:
+		c.overflow, c.scanAfter = true, ""
+		c.refill(ctx)
 	case *callbackDue:
 		c.queue = append(c.queue, msg.Record)
 		c.run(ctx)
@@ -56,6 +75,51 @@ func (c *callbackSender) Receive(ctx actor.Context) {
 	case *actor.Started, *actor.Stopping, *actor.Stopped, *actor.Restarting:
 	default:
 		c.log.Debug("unexpected message", "type", typeName(msg))
+	}
+}
+
+func (c *callbackSender) own(ctx actor.Context, rec session.Record) {
+	c.owned[rec.ID] = struct{}{}
+	c.e.pendingCB.Store(int64(len(c.owned)))
+	c.schedule(ctx, rec)
+}
+
+// refill reads waiting decided requests back from the store, oldest first,
+// until the sender owns CallbackQueueLimit; it leaves overflow mode when
+// the store has no more.
+func (c *callbackSender) refill(ctx actor.Context) {
+	if c.e.stopping() {
+		return
+	}
+	for free := c.e.cfg.CallbackQueueLimit - len(c.owned); free > 0; free = c.e.cfg.CallbackQueueLimit - len(c.owned) {
+		limit, seen, more := free+1, 0, false
+		err := c.e.cfg.Store.Scan(session.StateDecided, c.scanAfter, limit, func(rec session.Record) bool {
+			seen++
+			if _, ok := c.owned[rec.ID]; ok {
+				c.scanAfter = rec.ID
+				return true
+			}
+			if len(c.owned) >= c.e.cfg.CallbackQueueLimit {
+				more = true
+				return false
+			}
+			c.own(ctx, rec)
+			c.scanAfter = rec.ID
+			return true
+		})
+		if err != nil {
+			if !errors.Is(err, persistence.ErrClosing) {
+				c.log.Error("reading waiting callbacks from the store", "err", err)
+			}
+			return
+		}
+		if more {
+			return
+		}
+		if seen < limit {
+			c.overflow, c.scanAfter = false, ""
+			return
+		}
 	}
 }
 
@@ -151,4 +215,8 @@ func (c *callbackSender) done(ctx actor.Context, msg *CallbackAttempted) {
 		delete(c.owned, msg.Record.ID)
 	}
 	c.e.pendingCB.Store(int64(len(c.owned)))
+	// Refill in batches (below half the limit), not one read per delivery.
+	if c.overflow && len(c.owned) <= c.e.cfg.CallbackQueueLimit/2 {
+		c.refill(ctx)
+	}
 }

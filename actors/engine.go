@@ -90,6 +90,10 @@ type Config struct {
 	CallbackTimeout time.Duration
 	// CallbackConcurrency bounds the attempts in flight. Default: 256.
 	CallbackConcurrency int
+	// CallbackQueueLimit bounds the callbacks held in memory (queued,
+	// waiting for a retry, or in flight); the rest wait in the store.
+	// Default: 10000.
+	CallbackQueueLimit int
 
 	// Observe receives the engine's measurements (metrics). Default: none.
 	Observe Observer
@@ -153,6 +157,9 @@ func (c *Config) setDefaults() {
 	if c.CallbackConcurrency == 0 {
 		c.CallbackConcurrency = 256
 	}
+	if c.CallbackQueueLimit == 0 {
+		c.CallbackQueueLimit = 10000
+	}
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -195,6 +202,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("actors: callback timeout %v: must be at least 1ms", c.CallbackTimeout)
 	case c.CallbackConcurrency < 1:
 		return fmt.Errorf("actors: callback concurrency %d: must be at least 1", c.CallbackConcurrency)
+	case c.CallbackQueueLimit < 1:
+		return fmt.Errorf("actors: callback queue limit %d: must be at least 1", c.CallbackQueueLimit)
 	}
 	return nil
 }
@@ -291,16 +300,11 @@ func Start(cfg Config) (*Engine, error) {
 	return e, nil
 }
 
-// rescanCallbacks hands every decided (undelivered) record to the callback
-// sender, which ignores those it is delivering already.
-func (e *Engine) rescanCallbacks() (int, error) {
-	n := 0
-	err := e.cfg.Store.Scan(session.StateDecided, "", 0, func(rec session.Record) bool {
-		e.system.Root.Send(e.sender, &DeliverCallback{Record: rec})
-		n++
-		return true
-	})
-	return n, err
+// rescanCallbacks has the callback sender read the decided (undelivered)
+// requests back from the store; it skips those it is delivering already.
+func (e *Engine) rescanCallbacks() (int64, error) {
+	e.system.Root.Send(e.sender, &rescanCallbacks{})
+	return e.cfg.Store.Count(session.StateDecided), nil
 }
 
 // System is the engine's actor system (tests subscribe to its EventStream).

@@ -768,3 +768,78 @@ func TestCallbackFailsAtMaxAge(t *testing.T) {
 		t.Errorf("attempts %d, last error %q: want failed by max age", got.CallbackAttempts, got.LastError)
 	}
 }
+
+// Callbacks slower than decisions wait in the store, not in memory: the
+// sender never holds more than CallbackQueueLimit, and every one is
+// delivered in the end, also those decided before a restart.
+func TestCallbackBacklogWaitsOnDisk(t *testing.T) {
+	st := openStore(t, vfs.NewMem())
+	now := time.Now().UTC()
+	for i := range 50 { // decided before the start: resumed from the store
+		id := fmt.Sprintf("01900000-0000-7000-8000-%012d", i)
+		rec := session.Record{ID: id, Request: session.Request{StationID: "123e4567-e89b-12d3-a456-426614174000",
+			DriverToken: "cbBacklogToken0000000001", CallbackURL: "http://x/"},
+			AcceptedAt: now, DecideBy: now.Add(time.Minute), State: session.StatePending}
+		if err := st.Accept(&rec); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Decide(id, session.StatusAllowed, "", session.ByAuthz, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slow := &slowReceiver{delay: 2 * time.Millisecond}
+	cfg := Config{Store: st, CallbackQueueLimit: 5, CallbackConcurrency: 2}
+	cfg.Authorize = (&fakeAuthz{}).authorize
+	cfg.Deliver = slow.deliver
+	cfg.Logger = testLogger(t)
+	e, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Stop(time.Second) })
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if n := e.CallbacksPending(); n > peak.Load() {
+				peak.Store(n)
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+	for i := range 100 {
+		if _, err := e.Accept(session.Request{StationID: "123e4567-e89b-12d3-a456-426614174000",
+			DriverToken: fmt.Sprintf("cbBacklogToken%010d", i), CallbackURL: "http://x/"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if n := st.Count(session.StateDelivered); n != 150 {
+			return fmt.Errorf("%d delivered", n)
+		}
+		return nil
+	})
+	if p := peak.Load(); p > 5 {
+		t.Errorf("the sender held %d callbacks at once, want at most 5", p)
+	}
+	if n := slow.count.Load(); n != 150 {
+		t.Errorf("%d deliveries, want exactly 150 (no duplicates)", n)
+	}
+}
+
+type slowReceiver struct {
+	delay time.Duration
+	count atomic.Int64
+}
+
+func (s *slowReceiver) deliver(time.Time, string, session.Request, session.Status) DeliveryResult {
+	time.Sleep(s.delay)
+	s.count.Add(1)
+	return DeliveryResult{StatusCode: 204}
+}

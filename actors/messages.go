@@ -61,6 +61,10 @@ type DeliverCallback struct {
 // IgnoreDeadLetterLogging: a retry timer may fire while the engine stops.
 func (*DeliverCallback) IgnoreDeadLetterLogging() {}
 
+// rescanCallbacks tells the callback sender to read every decided request
+// back from the store (on start, and after the store recovers).
+type rescanCallbacks struct{}
+
 // callbackDue is the callback sender's own timer: rec's next attempt is due.
 type callbackDue struct {
 	Record session.Record

@@ -112,3 +112,85 @@ func TestOpenLoop(t *testing.T) {
 		t.Errorf("50 requests at 200/s took %.3fs: the rate was not kept", r.ElapsedSeconds)
 	}
 }
+
+// TestBurstSmoke runs the burst workload with N=2000: a functional check of
+// the fake authorization service, the sink's bookkeeping and the drain. It
+// asserts on counts only, never on speed.
+func TestBurstSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the whole service; skipped with -short")
+	}
+	dir := t.TempDir()
+	o := options{
+		load:            LoadConfig{Concurrency: 64, Timeout: 10 * time.Second},
+		out:             filepath.Join(dir, "out", "burst.json"),
+		tempDir:         dir,
+		drainTimeout:    60 * time.Second,
+		burst:           2000,
+		decisionTimeout: defaultBurstDecisionTimeout,
+		fakeProbe:       300 * time.Millisecond,
+	}
+	var table bytes.Buffer
+	if err := runBurst(o, &table); err != nil {
+		t.Fatalf("run: %v\n%s", err, table.String())
+	}
+	t.Logf("\n%s", table.String())
+	b, err := os.ReadFile(o.out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got BurstReport
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatalf("report does not parse: %v", err)
+	}
+
+	c := got.Callbacks
+	if got.Sent != o.burst || got.Accepted == 0 {
+		t.Errorf("sent %d, 202s %d; want %d sent (errors %v, examples %v)", got.Sent, got.Accepted, o.burst, got.Errors, got.ErrorExamples)
+	}
+	if got.Drain.TimedOut {
+		t.Errorf("drain timed out after %.1fs", got.Drain.WaitedS)
+	}
+	if c.Lost != 0 {
+		t.Errorf("lost %d callbacks", c.Lost)
+	}
+	if c.Matched != got.Accepted || c.Received < got.Accepted {
+		t.Errorf("callbacks: %d matched, %d received, for %d 202s", c.Matched, c.Received, got.Accepted)
+	}
+	if c.WrongWebhookID+c.BadCallbacks+c.BadAcks != 0 {
+		t.Errorf("callbacks: wrong webhook-id %d, bad %d, bad 202s %d", c.WrongWebhookID, c.BadCallbacks, c.BadAcks)
+	}
+	if c.Statuses["allowed"] != c.Received {
+		t.Errorf("decisions %v: want every callback allowed", c.Statuses)
+	}
+	if got.Fake.Answers == 0 || got.Fake.AnswersPerSec <= 0 {
+		t.Errorf("fake capacity not measured: %+v", got.Fake)
+	}
+	if got.Ack.Count != got.Accepted {
+		t.Errorf("%d ack latencies for %d 202s", got.Ack.Count, got.Accepted)
+	}
+	if got.Memory.PeakHeapAllocBytes == 0 || got.Memory.PeakRSSBytes == 0 || len(got.Series) == 0 {
+		t.Errorf("no memory figures or series: %+v, %d samples", got.Memory, len(got.Series))
+	}
+	if got.Memory.BenchBookkeepingBytes != uint64(o.burst)*12 {
+		t.Errorf("bookkeeping %d bytes, want 12 per request", got.Memory.BenchBookkeepingBytes)
+	}
+}
+
+func TestSeqRoundTrip(t *testing.T) {
+	for _, seq := range []int64{0, 7, 1999, 999_999_999} {
+		tok := appendSeq([]byte(burstTokenPrefix), seq)
+		if n := len(tok); n < 20 || n > 80 {
+			t.Fatalf("token %q: %d characters, chargeauth takes 20 to 80", tok, n)
+		}
+		got, ok := parseSeq(tok)
+		if !ok || got != seq {
+			t.Errorf("parseSeq(%q) = %d, %v; want %d", tok, got, ok, seq)
+		}
+	}
+	for _, bad := range []string{"", burstTokenPrefix + "12345", "other" + "DriverToken0000000001", burstTokenPrefix + "00000000x1"} {
+		if _, ok := parseSeq([]byte(bad)); ok {
+			t.Errorf("parseSeq(%q) ok", bad)
+		}
+	}
+}

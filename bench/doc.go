@@ -1,7 +1,8 @@
 // Command bench measures chargeauth's public front under load, against a
 // ceiling measured in the same process and the same run.
 //
-// It runs two workloads, one after the other, with the same load:
+// By default (-workload compare) it runs two workloads, one after the
+// other, with the same load:
 //
 //   - ceiling: a bare fasthttp handler on 127.0.0.1 that parses the body with
 //     session.ParseRequest and answers 202 with a small JSON body. Nothing is
@@ -43,6 +44,30 @@
 //	go run ./bench -rate 2000 -duration 20s
 //	go run ./bench -requests 10000 -duration 0
 //	go run ./bench -cpuprofile cpu.out  # profiles the chargeauth workload
+//
+// With -workload burst (burst.go) it runs a third workload instead: a
+// fake authorization service on 127.0.0.1 answers {"status":"allowed"}
+// after -fake-delay (1ms); its capacity is measured first, driven directly
+// at concurrency 64 for 3s. Then chargeauth (api.New, Pebble on disk,
+// authz concurrency 64, max inflight 10000, decision timeout
+// -decision-timeout, 1h, so that nothing times out and the drain rate is
+// measured) gets -burst N requests, closed loop, as fast as it acknowledges
+// them; each request carries its sequence number in its driver token, which
+// the callback echoes, so the sink matches every callback to its 202 (and
+// its webhook-id to the 202's request_id) without a map. The run waits (at
+// most -drain-timeout, 30m for burst) for a callback per 202 and reports
+// the fake's capacity, 202s/s, lost callbacks (must be 0), the drain rate
+// (first 202 -> last callback, and after the load only) and its ratio to
+// the fake's capacity, ack latency overall and for requests sent while
+// callbacks were owed, peak heap and RSS, the peaks of the backlog (in the
+// store), live request actors and callbacks pending in the sender, and a
+// time series sampled every 100ms (to the JSON report, default
+// bench/out/burst-N.json; a line every 5s on stdout). -heapprofile writes a
+// heap profile near the heap's peak.
+//
+//	go run ./bench -workload burst -burst 100000
+//	go run ./bench -workload burst -burst 1000000 -heapprofile bench/out/heap.pprof
+//	go run ./bench -workload burst -burst 100000 -fake-delay 50ms  # authz-bound: the backlog waits in the store
 //
 // The generator shares the machine (and the process) with the service, so
 // on a small machine both compete for the same cores: compare the ratios,

@@ -69,6 +69,23 @@ type onAccepted func(body []byte, at time.Time)
 // returns once every worker has stopped: after cfg.Duration (plus at most
 // one cfg.Timeout) or cfg.Requests requests.
 func runLoad(cfg LoadConfig, addr string, body []byte, accepted onAccepted) loadResult {
+	return runLoadHooks(cfg, addr, body, accepted, nil)
+}
+
+// loadHooks let a workload vary each request and see each 202 with its
+// sequence number (the burst workload). Closed loop only.
+type loadHooks struct {
+	// prepare sets the body of request seq (0-based, in the order the
+	// requests are claimed) on req, just before it is sent. Its result
+	// (a tag) is handed to accepted with the request's 202.
+	prepare func(seq int64, req *fasthttp.Request) bool
+	// accepted is told of every 202: the request's seq and tag, its body
+	// (valid only during the call), when it was read and the ack latency.
+	accepted func(seq int64, tag bool, body []byte, at time.Time, lat time.Duration)
+}
+
+// runLoadHooks is runLoad with hooks (nil: none).
+func runLoadHooks(cfg LoadConfig, addr string, body []byte, accepted onAccepted, hooks *loadHooks) loadResult {
 	client := &fasthttp.HostClient{
 		Addr:                      addr,
 		Name:                      "chargeauth-bench",
@@ -80,7 +97,7 @@ func runLoad(cfg LoadConfig, addr string, body []byte, accepted onAccepted) load
 	defer client.CloseIdleConnections()
 
 	g := &generator{cfg: cfg, client: client, uri: "http://" + addr + sessionPath, body: body,
-		accepted: accepted, ack: newHistogram()}
+		accepted: accepted, hooks: hooks, ack: newHistogram()}
 	g.errs.n = map[string]int64{}
 	g.errs.example = map[string]string{}
 
@@ -116,6 +133,7 @@ type generator struct {
 	uri      string
 	body     []byte
 	accepted onAccepted
+	hooks    *loadHooks
 	ack      *histogram
 
 	issued atomic.Int64 // requests claimed against cfg.Requests
@@ -128,9 +146,11 @@ type generator struct {
 	}
 }
 
-// claim reports whether one more request may be sent.
-func (g *generator) claim() bool {
-	return g.cfg.Requests == 0 || g.issued.Add(1) <= g.cfg.Requests
+// claim reports whether one more request may be sent, and its sequence
+// number.
+func (g *generator) claim() (int64, bool) {
+	seq := g.issued.Add(1) - 1
+	return seq, g.cfg.Requests == 0 || seq < g.cfg.Requests
 }
 
 // closedWorker sends one request after another until end or the budget.
@@ -142,10 +162,15 @@ func (g *generator) closedWorker(end time.Time) {
 		if !end.IsZero() && !time.Now().Before(end) {
 			return
 		}
-		if !g.claim() {
+		seq, ok := g.claim()
+		if !ok {
 			return
 		}
-		g.do(req, resp, time.Now())
+		tag := false
+		if g.hooks != nil && g.hooks.prepare != nil {
+			tag = g.hooks.prepare(seq, req)
+		}
+		g.do(req, resp, time.Now(), seq, tag)
 	}
 }
 
@@ -156,7 +181,7 @@ func (g *generator) openWorker(due <-chan time.Time) {
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	for at := range due {
-		g.do(req, resp, at)
+		g.do(req, resp, at, -1, false)
 	}
 }
 
@@ -175,7 +200,7 @@ func (g *generator) dispatch(due chan<- time.Time, start, end time.Time) {
 		if !end.IsZero() && !at.Before(end) {
 			return
 		}
-		if !g.claim() {
+		if _, ok := g.claim(); !ok {
 			return
 		}
 		if wait := time.Until(at); wait > 0 {
@@ -202,8 +227,9 @@ func (g *generator) newRequest() *fasthttp.Request {
 	return req
 }
 
-// do sends one request and records its outcome; from is when it was due.
-func (g *generator) do(req *fasthttp.Request, resp *fasthttp.Response, from time.Time) {
+// do sends one request and records its outcome; from is when it was due,
+// seq and tag are passed to the hooks (closed loop).
+func (g *generator) do(req *fasthttp.Request, resp *fasthttp.Response, from time.Time, seq int64, tag bool) {
 	g.sent.Add(1)
 	err := g.client.DoTimeout(req, resp, g.cfg.Timeout)
 	now := time.Now()
@@ -215,10 +241,14 @@ func (g *generator) do(req *fasthttp.Request, resp *fasthttp.Response, from time
 		g.fail("http_"+strconv.Itoa(code), string(resp.Body()))
 		return
 	}
-	g.ack.Record(now.Sub(from))
+	lat := now.Sub(from)
+	g.ack.Record(lat)
 	g.acks.Add(1)
 	if g.accepted != nil {
 		g.accepted(resp.Body(), now)
+	}
+	if g.hooks != nil && g.hooks.accepted != nil {
+		g.hooks.accepted(seq, tag, resp.Body(), now, lat)
 	}
 }
 

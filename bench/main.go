@@ -21,6 +21,14 @@ type options struct {
 	authzConc    int
 	verbose      bool
 	cpuProfile   string
+
+	workload        string
+	burst           int64
+	decisionTimeout time.Duration
+	maxInflight     int
+	heapProfile     string
+	fakeDelay       time.Duration
+	fakeProbe       time.Duration // 0: 3s (tests shorten it)
 }
 
 func main() {
@@ -36,12 +44,40 @@ func main() {
 	flag.IntVar(&o.authzConc, "authz-concurrency", 0, "chargeauth's --authz-concurrency (0: its default)")
 	flag.BoolVar(&o.verbose, "v", false, "show the service's logs on stderr")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the chargeauth workload to this file")
+	flag.StringVar(&o.workload, "workload", "compare", "compare: the ceiling and chargeauth under the same load; burst: -burst requests at once, then the drain (burst.go)")
+	flag.Int64Var(&o.burst, "burst", 100000, "burst: requests in the burst")
+	flag.DurationVar(&o.decisionTimeout, "decision-timeout", defaultBurstDecisionTimeout, "burst: chargeauth's decision timeout (long, so that nothing times out)")
+	flag.IntVar(&o.maxInflight, "max-inflight", 0, "burst: chargeauth's --max-inflight (0: its default)")
+	flag.StringVar(&o.heapProfile, "heapprofile", "", "burst: write a heap profile near the heap's peak to this file")
+	flag.DurationVar(&o.fakeDelay, "fake-delay", time.Millisecond, "burst: how long the fake authorization service sleeps before it answers")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
 		os.Exit(2)
 	}
-	if err := run(o, os.Stdout); err != nil {
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	switch o.workload {
+	case "compare":
+		err = run(o, os.Stdout)
+	case "burst":
+		if !set["drain-timeout"] {
+			o.drainTimeout = defaultBurstDrain
+		}
+		if !set["out"] {
+			o.out = fmt.Sprintf("bench/out/burst-%d.json", o.burst)
+		}
+		if set["duration"] || set["requests"] || set["rate"] {
+			fmt.Fprintln(os.Stderr, "bench: -duration, -requests and -rate do not apply to -workload burst (use -burst)")
+			os.Exit(2)
+		}
+		err = runBurst(o, os.Stdout)
+	default:
+		fmt.Fprintf(os.Stderr, "bench: -workload %q: compare or burst\n", o.workload)
+		os.Exit(2)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		if errors.Is(err, errLost) {
 			os.Exit(1)
@@ -117,4 +153,42 @@ func startCPUProfile(path string) (func(), error) {
 		pprof.StopCPUProfile()
 		f.Close()
 	}, nil
+}
+
+// runBurst runs the burst workload, prints its table to w and writes its
+// JSON report. It returns errLost (after writing both) if a 202 got no
+// callback.
+func runBurst(o options, w io.Writer) error {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if o.verbose {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	cfg := BurstConfig{
+		Requests: o.burst, Concurrency: o.load.Concurrency, Timeout: o.load.Timeout,
+		TempDir: o.tempDir, DrainTimeout: o.drainTimeout, DecisionTimeout: o.decisionTimeout,
+		AuthzConcurrency: o.authzConc, MaxInflight: o.maxInflight,
+		FakeDelay: o.fakeDelay, FakeProbe: o.fakeProbe, HeapProfile: o.heapProfile, Progress: w, Logger: logger,
+	}
+	stopProfile, err := startCPUProfile(o.cpuProfile)
+	if err != nil {
+		return err
+	}
+	r, err := cfg.Run()
+	stopProfile()
+	if err != nil {
+		return err
+	}
+	if err := r.WriteTable(w); err != nil {
+		return err
+	}
+	if o.out != "" {
+		if err := writeJSON(o.out, r); err != nil {
+			return fmt.Errorf("report: %w", err)
+		}
+		fmt.Fprintf(w, "report written to %s\n", o.out)
+	}
+	if c := r.Callbacks; c.Lost != 0 || r.Drain.TimedOut {
+		return fmt.Errorf("%w: %d of %d (drain timed out: %v)", errLost, c.Lost, r.Accepted, r.Drain.TimedOut)
+	}
+	return nil
 }

@@ -121,11 +121,14 @@ func newSummary(started time.Time, load LoadConfig, ch ChargeauthConfig, ceiling
 func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
 
 // WriteJSON writes s to path, making its directory.
-func (s *Summary) WriteJSON(path string) error {
+func (s *Summary) WriteJSON(path string) error { return writeJSON(path, s) }
+
+// writeJSON writes v, indented, to path, making its directory.
+func writeJSON(path string, v any) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(s, "", "  ")
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
