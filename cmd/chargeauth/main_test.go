@@ -246,6 +246,16 @@ func TestServeBinary(t *testing.T) {
 		t.Errorf("sessions get through the admin API: %v %q", err, out)
 	}
 
+	// Redeliver every failed request of the last hour: it is delivered
+	// again (and fails again: nothing listens on port 1).
+	out, err = exec.Command(binary(t), "sessions", "redeliver", "--state", "failed", "--since", "1h", "--admin-url", "http://"+admin, "--json").Output()
+	if err != nil || !strings.Contains(string(out), ack.RequestID) || !strings.Contains(string(out), `"state":"decided"`) {
+		t.Errorf("sessions redeliver --state failed: %v %q", err, out)
+	}
+	if code, _, stderr := runCmd(t, "sessions", "redeliver", "--state", "delivered", "--admin-url", "http://"+admin); code != 2 {
+		t.Errorf("redeliver --state delivered: exit %d (%s), want 2", code, stderr)
+	}
+
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/chargeauth/chargeauth/session"
 )
 
-const sessionsUsage = "chargeauth sessions list|get <id>|redeliver <id> [flags]"
+const sessionsUsage = "chargeauth sessions list|get <id>|redeliver <id>|redeliver --state failed [--since T] [flags]"
 
 // sessions reads requests through the admin API of a running service, or
 // from --data-dir (read-only) when the service is stopped.
@@ -66,16 +66,37 @@ func sessions(args []string, stdout, stderr io.Writer) error {
 			return usageError("list takes no argument")
 		}
 		recs, err = src.list(listQuery{state: *state, station: *station, since: *since, limit: *limit})
-	case "get", "redeliver":
+	case "redeliver":
+		if len(pos) == 0 && *state != "" {
+			// Many: every request listed by --state failed [--station] [--since].
+			if *state != string(session.StateFailed) {
+				return usageError("redeliver --state: only failed requests can be redelivered")
+			}
+			list, err := src.list(listQuery{state: *state, station: *station, since: *since, limit: *limit})
+			if err != nil {
+				return err
+			}
+			for _, r := range list {
+				rec, err := src.redeliver(fmt.Sprint(r["request_id"]))
+				if err != nil {
+					return fmt.Errorf("redeliver %v: %w", r["request_id"], err)
+				}
+				recs = append(recs, rec)
+			}
+			break
+		}
+		if len(pos) != 1 {
+			return usageError("redeliver takes one request id, or --state failed [--since T] [--station ID] [--limit N]")
+		}
+		var rec map[string]any
+		rec, err = src.redeliver(strings.ToLower(pos[0]))
+		recs = []map[string]any{rec}
+	case "get":
 		if len(pos) != 1 {
 			return usageError("%s takes one request id", sub)
 		}
 		var rec map[string]any
-		if sub == "get" {
-			rec, err = src.get(strings.ToLower(pos[0]))
-		} else {
-			rec, err = src.redeliver(strings.ToLower(pos[0]))
-		}
+		rec, err = src.get(strings.ToLower(pos[0]))
 		recs = []map[string]any{rec}
 	default:
 		return usageError("unknown sessions command %q: %s", sub, sessionsUsage)
