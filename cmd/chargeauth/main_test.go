@@ -46,6 +46,8 @@ func TestBadConfigurationExits2(t *testing.T) {
 		{"acl with authz url", nil, []string{"serve", "--authz-url", "http://127.0.0.1:1", "--acl", "x.json"}, "--acl"},
 		{"unreadable acl", nil, []string{"serve", "--acl", "/nonexistent/acl.json", "--data-dir", "DATADIR"}, "--acl"},
 		{"bad log level", nil, []string{"serve", "--log-level", "loud"}, "--log-level"},
+		{"bad cidr", nil, []string{"serve", "--callback-allow-cidr", "10.0.0.0/33"}, "--callback-allow-cidr"},
+		{"missing ca file", nil, []string{"serve", "--callback-ca-file", "/nonexistent/ca.pem"}, "--callback-ca-file"},
 		{"unknown command", nil, []string{"frobnicate"}, "unknown command"},
 		{"no command", nil, nil, "Usage"},
 		{"sessions without subcommand", nil, []string{"sessions"}, "sessions list"},
@@ -81,7 +83,7 @@ func TestServeHelpListsEveryFlagWithVariable(t *testing.T) {
 	}
 	for _, flag := range []string{"listen", "admin-listen", "data-dir", "authz-url", "authz-listen", "acl",
 		"decision-timeout", "authz-concurrency", "callback-secret", "callback-max-attempts", "callback-backoff",
-		"allow-private-callbacks", "max-inflight", "max-backlog", "shutdown-grace", "retention", "min-free-disk"} {
+		"allow-private-callbacks", "callback-allow-cidr", "callback-ca-file", "callback-max-age", "max-inflight", "max-backlog", "shutdown-grace", "retention", "min-free-disk"} {
 		env := "$CHARGEAUTH_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 		if !strings.Contains(stderr, "--"+flag+" (default ") || !strings.Contains(stderr, env) {
 			t.Errorf("help lacks --%s with its default and %s", flag, env)

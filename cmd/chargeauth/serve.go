@@ -8,7 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
+	"os"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -31,6 +33,7 @@ type serveFlags struct {
 	callbackBackoff, callbackMaxBackoff time.Duration
 	callbackTimeout, callbackMaxAge     time.Duration
 	allowPrivateCallbacks               bool
+	callbackAllowCIDR, callbackCAFile   string
 	maxInflight, maxBacklog             int
 	shutdownGrace, retention            time.Duration
 	minFreeDisk                         byteSize
@@ -54,6 +57,8 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.callbackTimeout, "callback-timeout", 10*time.Second, "timeout of one callback attempt")
 	fs.DurationVar(&f.callbackMaxAge, "callback-max-age", 24*time.Hour, "no callback retry later than this after the decision")
 	fs.BoolVar(&f.allowPrivateCallbacks, "allow-private-callbacks", false, "allow callbacks to loopback, private and link-local addresses")
+	fs.StringVar(&f.callbackAllowCIDR, "callback-allow-cidr", "", "address ranges (CIDR, space- or comma-separated) callbacks may reach even if private")
+	fs.StringVar(&f.callbackCAFile, "callback-ca-file", "", "PEM file of extra root certificates for HTTPS callbacks")
 	fs.IntVar(&f.maxInflight, "max-inflight", 10000, "most live request actors; the rest wait in the store")
 	fs.IntVar(&f.maxBacklog, "max-backlog", 0, "most requests waiting in the store before accepts get 503 (0: bounded by disk only)")
 	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 10*time.Second, "time in-flight work gets to finish on SIGTERM/SIGINT")
@@ -104,6 +109,14 @@ func (f *serveFlags) check() error {
 			errs = append(errs, errors.New("--acl configures the embedded authorization service: it cannot be used with --authz-url"))
 		}
 	}
+	if _, err := parseCIDRs(f.callbackAllowCIDR); err != nil {
+		errs = append(errs, err)
+	}
+	if f.callbackCAFile != "" {
+		if _, err := os.Stat(f.callbackCAFile); err != nil {
+			errs = append(errs, fmt.Errorf("--callback-ca-file: %v", err))
+		}
+	}
 	if f.dataDir == "" {
 		errs = append(errs, errors.New("--data-dir: must not be empty"))
 	}
@@ -123,6 +136,7 @@ func serve(args []string, stderr io.Writer) error {
 	if err := f.check(); err != nil {
 		return &wrappedUsage{err}
 	}
+	cidrs, _ := parseCIDRs(f.callbackAllowCIDR) // checked above
 	log, _ := newLogger(stderr, f.logLevel, f.logFormat)
 	slog.SetDefault(log)
 
@@ -166,6 +180,8 @@ func serve(args []string, stderr io.Writer) error {
 		CallbackTimeout:       f.callbackTimeout,
 		CallbackMaxAge:        f.callbackMaxAge,
 		AllowPrivateCallbacks: f.allowPrivateCallbacks,
+		CallbackAllowCIDRs:    cidrs,
+		CallbackCAFile:        f.callbackCAFile,
 		MaxInflight:           f.maxInflight,
 		MaxBacklog:            f.maxBacklog,
 		ShutdownGrace:         f.shutdownGrace,
@@ -206,4 +222,17 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: must be json or text", format)
+}
+
+// parseCIDRs reads space- or comma-separated CIDR ranges.
+func parseCIDRs(v string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' }) {
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, fmt.Errorf("--callback-allow-cidr %q: not a CIDR range (e.g. 10.1.0.0/16)", f)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,6 +53,11 @@ type Config struct {
 	// AllowPrivateCallbacks lets callbacks reach loopback and private
 	// addresses. Default: false.
 	AllowPrivateCallbacks bool
+	// CallbackAllowCIDRs opens these ranges to callbacks even without
+	// AllowPrivateCallbacks. Default: none.
+	CallbackAllowCIDRs []netip.Prefix
+	// CallbackCAFile adds trusted roots for HTTPS callbacks. Default: "".
+	CallbackCAFile string
 	// MaxInflight bounds the live request actors. Default: 10000.
 	MaxInflight int
 	// MaxBacklog bounds the requests waiting in the store; 0: disk only.
@@ -195,7 +201,8 @@ func (s *Service) start() error {
 		return err
 	}
 	sender, err := webhook.New(webhook.Config{
-		Secrets: cfg.CallbackSecrets, AllowPrivate: cfg.AllowPrivateCallbacks, Timeout: cfg.CallbackTimeout, Logger: cfg.Logger,
+		Secrets: cfg.CallbackSecrets, AllowPrivate: cfg.AllowPrivateCallbacks,
+		AllowCIDRs: cfg.CallbackAllowCIDRs, CAFile: cfg.CallbackCAFile, Timeout: cfg.CallbackTimeout, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return err

@@ -99,12 +99,12 @@ func (s *Sender) dial(addr string, timeout time.Duration) (net.Conn, error) {
 	}
 	allowed := make([]netip.Addr, 0, len(ips))
 	for _, ip := range ips {
-		if ip.Is4() && (s.cfg.AllowPrivate || !forbiddenAddr(ip)) {
+		if ip.Is4() && s.permitted(ip) {
 			allowed = append(allowed, ip)
 		}
 	}
 	for _, ip := range ips {
-		if !ip.Is4() && (s.cfg.AllowPrivate || !forbiddenAddr(ip)) {
+		if !ip.Is4() && s.permitted(ip) {
 			allowed = append(allowed, ip)
 		}
 	}
@@ -162,6 +162,20 @@ func (s *Sender) resolve(ctx context.Context, host string) ([]netip.Addr, error)
 	return ips, nil
 }
 
+// permitted applies the policy: AllowPrivate, else not forbidden, or inside
+// one of AllowCIDRs.
+func (s *Sender) permitted(ip netip.Addr) bool {
+	if s.cfg.AllowPrivate || !forbiddenAddr(ip) {
+		return true
+	}
+	for _, p := range s.cfg.AllowCIDRs {
+		if p.Contains(ip.Unmap()) || p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
 // control runs just before the socket connects: a second check of the very
 // address being dialled, so that nothing but an allowed address is ever
 // connected to, whatever resolved it.
@@ -170,7 +184,7 @@ func (s *Sender) control(_, address string, _ syscall.RawConn) error {
 	if err != nil {
 		return fmt.Errorf("%w: unparsable address %q", ErrForbiddenDestination, address)
 	}
-	if !s.cfg.AllowPrivate && forbiddenAddr(ap.Addr()) {
+	if !s.permitted(ap.Addr()) {
 		return fmt.Errorf("%w: %s", ErrForbiddenDestination, ap.Addr())
 	}
 	if s.cfg.connecting != nil {

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"syscall"
 	"time"
@@ -34,6 +36,18 @@ type Config struct {
 	//
 	// Default: false (refused with ErrForbiddenDestination).
 	AllowPrivate bool
+
+	// AllowCIDRs opens these ranges even where the policy refuses them
+	// (e.g. one private network of receivers), without AllowPrivate.
+	//
+	// Default: none.
+	AllowCIDRs []netip.Prefix
+
+	// CAFile is a PEM file of extra root certificates trusted for HTTPS
+	// callbacks, beside the system roots.
+	//
+	// Default: "" (system roots only).
+	CAFile string
 
 	// Timeout bounds one attempt: resolve, connect, TLS, request, response.
 	// Send's deadline bounds it too; the earlier one wins.
@@ -124,6 +138,21 @@ func New(cfg Config) (*Sender, error) {
 	for _, sec := range cfg.Secrets {
 		key, _ := ParseSecret(sec) // validated above
 		s.secrets = append(s.secrets, key)
+	}
+	if cfg.CAFile != "" && cfg.tlsConfig == nil {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("webhook: CA file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("webhook: CA file %s: no PEM certificate in it", cfg.CAFile)
+		}
+		cfg.tlsConfig = &tls.Config{RootCAs: pool}
+		s.cfg.tlsConfig = cfg.tlsConfig
 	}
 	s.client = &fasthttp.Client{
 		Name:                "chargeauth",

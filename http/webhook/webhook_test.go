@@ -16,6 +16,8 @@ import (
 	"math/big"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -646,5 +648,45 @@ func TestSendTLSHandshakeStall(t *testing.T) {
 	}
 	if took := time.Since(start); took > 600*time.Millisecond {
 		t.Errorf("Send took %v past a 150ms deadline", took)
+	}
+}
+
+// --callback-allow-cidr opens one range without opening the rest.
+func TestSendAllowCIDR(t *testing.T) {
+	rcv := startReceiver(t, nil)
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(rcv.url, "http://"))
+	s := newSender(t, Config{AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
+	mustDeliver(t, s.Send(soon(), testID, testRequest(rcv.url+"/"), session.StatusAllowed))
+	for _, u := range []string{"http://127.0.0.2:" + port + "/", "http://10.0.0.1/", "http://[::1]:" + port + "/"} {
+		if res := s.Send(soon(), testID, testRequest(u), session.StatusAllowed); !errors.Is(res.Err, ErrForbiddenDestination) {
+			t.Errorf("%s: %+v, want still forbidden", u, res)
+		}
+	}
+	if n := len(rcv.requests()); n != 1 {
+		t.Errorf("receiver got %d requests, want 1", n)
+	}
+}
+
+// --callback-ca-file: an HTTPS receiver whose certificate a CA file vouches
+// for is trusted; a file with no certificate is an error.
+func TestSendHTTPSWithCAFile(t *testing.T) {
+	pair := selfSigned(t)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcv := serveReceiver(t, ln, nil, pair, nil)
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, pair.cert, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := newSender(t, Config{AllowPrivate: true, CAFile: ca})
+	mustDeliver(t, s.Send(soon(), testID, testRequest(rcv.url+"/hook"), session.StatusAllowed))
+
+	bad := filepath.Join(dir, "bad.pem")
+	_ = os.WriteFile(bad, []byte("not a certificate"), 0o644)
+	if _, err := New(Config{CAFile: bad}); err == nil {
+		t.Error("a CA file without a certificate should be refused")
 	}
 }
