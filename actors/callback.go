@@ -3,6 +3,8 @@ package actors
 import (
 	"errors"
 	"log/slog"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -27,10 +29,18 @@ import (
 // end. When callbacks are slower than decisions, the backlog of callbacks
 // waits on disk, not in memory.
 type callbackSender struct {
-	e     *Engine
-	log   *slog.Logger
-	queue []session.Record
-	busy  int
+	e    *Engine
+	log  *slog.Logger
+	busy int
+
+	// Callbacks due now wait in one FIFO per receiver host; hosts with
+	// work and a free slot (fewer than CallbackHostConcurrency in flight)
+	// take turns in ready, so one slow receiver cannot take every slot.
+	queues   map[string][]session.Record
+	ready    []string
+	inReady  map[string]bool
+	hostBusy map[string]int
+	queued   int
 	// owned holds the ids being delivered, so that a rescan of the store
 	// never starts a second delivery of one.
 	owned map[string]struct{}
@@ -40,7 +50,8 @@ type callbackSender struct {
 }
 
 func newCallbackSender(e *Engine) *callbackSender {
-	return &callbackSender{e: e, log: e.log.With("actor", "callbacks"), owned: make(map[string]struct{})}
+	return &callbackSender{e: e, log: e.log.With("actor", "callbacks"), owned: make(map[string]struct{}),
+		queues: make(map[string][]session.Record), inReady: make(map[string]bool), hostBusy: make(map[string]int)}
 }
 
 func (c *callbackSender) Receive(ctx actor.Context) {
@@ -63,15 +74,20 @@ func (c *callbackSender) Receive(ctx actor.Context) {
 		c.overflow, c.scanAfter = true, ""
 		c.refill(ctx)
 	case *callbackDue:
-		c.queue = append(c.queue, msg.Record)
+		c.enqueue(msg.Record)
 		c.run(ctx)
 	case *CallbackAttempted:
 		c.busy--
 		c.e.callbacksBusy.Add(-1)
+		h := hostOf(msg.Record.CallbackURL)
+		if c.hostBusy[h]--; c.hostBusy[h] <= 0 {
+			delete(c.hostBusy, h)
+		}
+		c.markReady(h)
 		c.done(ctx, msg)
 		c.run(ctx)
 	case *getStats:
-		ctx.Respond(&Stats{CallbacksQueue: len(c.queue), CallbacksBusy: c.busy})
+		ctx.Respond(&Stats{CallbacksQueue: c.queued, CallbacksBusy: c.busy})
 	case *actor.Started, *actor.Stopping, *actor.Stopped, *actor.Restarting:
 	default:
 		c.log.Debug("unexpected message", "type", typeName(msg))
@@ -130,24 +146,59 @@ func (c *callbackSender) schedule(ctx actor.Context, rec session.Record) {
 		time.AfterFunc(wait, func() { root.Send(self, &callbackDue{Record: rec}) })
 		return
 	}
-	c.queue = append(c.queue, rec)
+	c.enqueue(rec)
 	c.run(ctx)
 }
 
-// run starts attempts while there is room.
+func (c *callbackSender) enqueue(rec session.Record) {
+	h := hostOf(rec.CallbackURL)
+	c.queues[h] = append(c.queues[h], rec)
+	c.queued++
+	c.markReady(h)
+}
+
+// markReady gives host h a turn if it has work and a free slot.
+func (c *callbackSender) markReady(h string) {
+	if !c.inReady[h] && len(c.queues[h]) > 0 && c.hostBusy[h] < c.e.cfg.CallbackHostConcurrency {
+		c.inReady[h] = true
+		c.ready = append(c.ready, h)
+	}
+}
+
+// run starts attempts while there is room, one host after the other.
 func (c *callbackSender) run(ctx actor.Context) {
-	for len(c.queue) > 0 && c.busy < c.e.cfg.CallbackConcurrency {
-		rec := c.queue[0]
-		c.queue[0] = session.Record{}
-		c.queue = c.queue[1:]
+	for len(c.ready) > 0 && c.busy < c.e.cfg.CallbackConcurrency {
+		h := c.ready[0]
+		c.ready = c.ready[1:]
+		delete(c.inReady, h)
+		q := c.queues[h]
+		rec := q[0]
+		q[0] = session.Record{}
+		if q = q[1:]; len(q) == 0 {
+			delete(c.queues, h)
+		} else {
+			c.queues[h] = q
+		}
+		c.queued--
+		c.hostBusy[h]++
+		c.markReady(h) // back of the line, if it still has work and room
 		c.busy++
 		c.e.callbacksBusy.Add(1)
 		self, root := ctx.Self(), c.e.system.Root
 		go func() { root.Send(self, c.attempt(rec)) }()
 	}
-	if len(c.queue) == 0 {
-		c.queue = nil
+	if len(c.ready) == 0 {
+		c.ready = nil
 	}
+}
+
+// hostOf is the receiver a callback URL names (lowercased host:port).
+func hostOf(callbackURL string) string {
+	u, err := url.Parse(callbackURL)
+	if err != nil {
+		return callbackURL
+	}
+	return strings.ToLower(u.Host)
 }
 
 // attempt POSTs once and stores the outcome. It runs in its own goroutine.

@@ -90,6 +90,10 @@ type Config struct {
 	CallbackTimeout time.Duration
 	// CallbackConcurrency bounds the attempts in flight. Default: 256.
 	CallbackConcurrency int
+	// CallbackHostConcurrency bounds the attempts in flight to one
+	// receiver host, so a slow receiver cannot starve the others.
+	// Default: 16.
+	CallbackHostConcurrency int
 	// CallbackQueueLimit bounds the callbacks held in memory (queued,
 	// waiting for a retry, or in flight); the rest wait in the store.
 	// Default: 10000.
@@ -157,6 +161,9 @@ func (c *Config) setDefaults() {
 	if c.CallbackConcurrency == 0 {
 		c.CallbackConcurrency = 256
 	}
+	if c.CallbackHostConcurrency == 0 {
+		c.CallbackHostConcurrency = 16
+	}
 	if c.CallbackQueueLimit == 0 {
 		c.CallbackQueueLimit = 10000
 	}
@@ -202,6 +209,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("actors: callback timeout %v: must be at least 1ms", c.CallbackTimeout)
 	case c.CallbackConcurrency < 1:
 		return fmt.Errorf("actors: callback concurrency %d: must be at least 1", c.CallbackConcurrency)
+	case c.CallbackHostConcurrency < 1:
+		return fmt.Errorf("actors: callback host concurrency %d: must be at least 1", c.CallbackHostConcurrency)
 	case c.CallbackQueueLimit < 1:
 		return fmt.Errorf("actors: callback queue limit %d: must be at least 1", c.CallbackQueueLimit)
 	}

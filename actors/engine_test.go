@@ -843,3 +843,51 @@ func (s *slowReceiver) deliver(time.Time, string, session.Request, session.Statu
 	s.count.Add(1)
 	return DeliveryResult{StatusCode: 204}
 }
+
+// One slow receiver host cannot take every delivery slot: a fast host's
+// callbacks go out while the slow host's are still being sent.
+func TestCallbackHostFairness(t *testing.T) {
+	var slowDone, fastDone atomic.Int64
+	deliver := func(_ time.Time, _ string, req session.Request, _ session.Status) DeliveryResult {
+		if strings.Contains(req.CallbackURL, "slow.example") {
+			time.Sleep(300 * time.Millisecond)
+			slowDone.Add(1)
+		} else {
+			fastDone.Add(1)
+		}
+		return DeliveryResult{StatusCode: 204}
+	}
+	st := openStore(t, vfs.NewMem())
+	cfg := Config{Store: st, CallbackConcurrency: 4, CallbackHostConcurrency: 2, Deliver: deliver,
+		Authorize: (&fakeAuthz{}).authorize, Logger: testLogger(t)}
+	e, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Stop(time.Second) })
+	accept := func(url string, i int) {
+		t.Helper()
+		if _, err := e.Accept(session.Request{StationID: "123e4567-e89b-12d3-a456-426614174000",
+			DriverToken: fmt.Sprintf("fairnessDriverToken%05d", i), CallbackURL: url}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 20 { // the slow host's callbacks come first
+		accept("http://slow.example/cb", i)
+	}
+	for i := range 20 {
+		accept("http://fast.example/cb", 100+i)
+	}
+	eventually(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if n := fastDone.Load(); n != 20 {
+			return fmt.Errorf("%d fast callbacks delivered", n)
+		}
+		return nil
+	})
+	// With one FIFO and 4 slots, the 20 slow callbacks (300ms each) would
+	// go first: 1.5s before any fast one. With 2 slots per host, the fast
+	// host is done while most slow ones still wait.
+	if n := slowDone.Load(); n > 10 {
+		t.Errorf("%d slow callbacks were delivered before the fast host's 20: the slow host took the slots", n)
+	}
+}

@@ -83,7 +83,7 @@ func TestServeHelpListsEveryFlagWithVariable(t *testing.T) {
 	}
 	for _, flag := range []string{"listen", "admin-listen", "data-dir", "authz-url", "authz-listen", "acl",
 		"decision-timeout", "authz-concurrency", "callback-secret", "callback-max-attempts", "callback-backoff",
-		"allow-private-callbacks", "callback-allow-cidr", "callback-ca-file", "callback-max-age", "max-inflight", "max-backlog", "shutdown-grace", "retention", "min-free-disk"} {
+		"allow-private-callbacks", "callback-allow-cidr", "callback-ca-file", "callback-host-concurrency", "callback-max-age", "max-inflight", "max-backlog", "shutdown-grace", "retention", "min-free-disk"} {
 		env := "$CHARGEAUTH_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 		if !strings.Contains(stderr, "--"+flag+" (default ") || !strings.Contains(stderr, env) {
 			t.Errorf("help lacks --%s with its default and %s", flag, env)

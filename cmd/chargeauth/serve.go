@@ -34,6 +34,7 @@ type serveFlags struct {
 	callbackTimeout, callbackMaxAge     time.Duration
 	allowPrivateCallbacks               bool
 	callbackAllowCIDR, callbackCAFile   string
+	callbackHostConcurrency             int
 	maxInflight, maxBacklog             int
 	shutdownGrace, retention            time.Duration
 	minFreeDisk                         byteSize
@@ -58,6 +59,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.callbackMaxAge, "callback-max-age", 24*time.Hour, "no callback retry later than this after the decision")
 	fs.BoolVar(&f.allowPrivateCallbacks, "allow-private-callbacks", false, "allow callbacks to loopback, private and link-local addresses")
 	fs.StringVar(&f.callbackAllowCIDR, "callback-allow-cidr", "", "address ranges (CIDR, space- or comma-separated) callbacks may reach even if private")
+	fs.IntVar(&f.callbackHostConcurrency, "callback-host-concurrency", 16, "most callbacks in flight to one receiver host")
 	fs.StringVar(&f.callbackCAFile, "callback-ca-file", "", "PEM file of extra root certificates for HTTPS callbacks")
 	fs.IntVar(&f.maxInflight, "max-inflight", 10000, "most live request actors; the rest wait in the store")
 	fs.IntVar(&f.maxBacklog, "max-backlog", 0, "most requests waiting in the store before accepts get 503 (0: bounded by disk only)")
@@ -85,6 +87,7 @@ func (f *serveFlags) check() error {
 		{"callback-timeout", f.callbackTimeout, f.callbackTimeout >= time.Millisecond, "at least 1ms"},
 		{"callback-max-age", f.callbackMaxAge, f.callbackMaxAge >= time.Millisecond, "at least 1ms"},
 		{"max-inflight", f.maxInflight, f.maxInflight >= 1, "at least 1"},
+		{"callback-host-concurrency", f.callbackHostConcurrency, f.callbackHostConcurrency >= 1, "at least 1"},
 		{"max-backlog", f.maxBacklog, f.maxBacklog >= 0, "0 or more"},
 		{"shutdown-grace", f.shutdownGrace, f.shutdownGrace >= 0, "0 or more"},
 		{"retention", f.retention, f.retention > 0, "positive"},
@@ -167,27 +170,28 @@ func serve(args []string, stderr io.Writer) error {
 	}
 
 	svc, err := api.New(api.Config{
-		Listen:                f.listen,
-		AdminListen:           f.adminListen,
-		DataDir:               f.dataDir,
-		AuthzURL:              authzURL,
-		DecisionTimeout:       f.decisionTimeout,
-		AuthzConcurrency:      f.authzConcurrency,
-		CallbackSecrets:       strings.Fields(f.callbackSecret),
-		CallbackMaxAttempts:   f.callbackMaxAttempts,
-		CallbackBackoff:       f.callbackBackoff,
-		CallbackMaxBackoff:    f.callbackMaxBackoff,
-		CallbackTimeout:       f.callbackTimeout,
-		CallbackMaxAge:        f.callbackMaxAge,
-		AllowPrivateCallbacks: f.allowPrivateCallbacks,
-		CallbackAllowCIDRs:    cidrs,
-		CallbackCAFile:        f.callbackCAFile,
-		MaxInflight:           f.maxInflight,
-		MaxBacklog:            f.maxBacklog,
-		ShutdownGrace:         f.shutdownGrace,
-		Retention:             f.retention,
-		MinFreeDisk:           uint64(f.minFreeDisk),
-		Logger:                log,
+		Listen:                  f.listen,
+		AdminListen:             f.adminListen,
+		DataDir:                 f.dataDir,
+		AuthzURL:                authzURL,
+		DecisionTimeout:         f.decisionTimeout,
+		AuthzConcurrency:        f.authzConcurrency,
+		CallbackSecrets:         strings.Fields(f.callbackSecret),
+		CallbackMaxAttempts:     f.callbackMaxAttempts,
+		CallbackBackoff:         f.callbackBackoff,
+		CallbackMaxBackoff:      f.callbackMaxBackoff,
+		CallbackTimeout:         f.callbackTimeout,
+		CallbackMaxAge:          f.callbackMaxAge,
+		AllowPrivateCallbacks:   f.allowPrivateCallbacks,
+		CallbackAllowCIDRs:      cidrs,
+		CallbackCAFile:          f.callbackCAFile,
+		CallbackHostConcurrency: f.callbackHostConcurrency,
+		MaxInflight:             f.maxInflight,
+		MaxBacklog:              f.maxBacklog,
+		ShutdownGrace:           f.shutdownGrace,
+		Retention:               f.retention,
+		MinFreeDisk:             uint64(f.minFreeDisk),
+		Logger:                  log,
 	})
 	if errors.Is(err, api.ErrListen) {
 		return usageError("%v", err)

@@ -56,6 +56,9 @@ type Config struct {
 	// CallbackAllowCIDRs opens these ranges to callbacks even without
 	// AllowPrivateCallbacks. Default: none.
 	CallbackAllowCIDRs []netip.Prefix
+	// CallbackHostConcurrency bounds callbacks in flight per receiver host.
+	// Default: 16.
+	CallbackHostConcurrency int
 	// CallbackCAFile adds trusted roots for HTTPS callbacks. Default: "".
 	CallbackCAFile string
 	// MaxInflight bounds the live request actors. Default: 10000.
@@ -202,7 +205,8 @@ func (s *Service) start() error {
 	}
 	sender, err := webhook.New(webhook.Config{
 		Secrets: cfg.CallbackSecrets, AllowPrivate: cfg.AllowPrivateCallbacks,
-		AllowCIDRs: cfg.CallbackAllowCIDRs, CAFile: cfg.CallbackCAFile, Timeout: cfg.CallbackTimeout, Logger: cfg.Logger,
+		AllowCIDRs: cfg.CallbackAllowCIDRs, CAFile: cfg.CallbackCAFile,
+		MaxConnsPerHost: cfg.CallbackHostConcurrency, Timeout: cfg.CallbackTimeout, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return err
@@ -214,17 +218,18 @@ func (s *Service) start() error {
 			r := sender.Send(deadline, id, req, status)
 			return actors.DeliveryResult{StatusCode: r.StatusCode, Err: r.Err, Retryable: r.Retryable, RetryAfter: r.RetryAfter}
 		},
-		Logger:              cfg.Logger,
-		DecisionTimeout:     cfg.DecisionTimeout,
-		AuthzConcurrency:    cfg.AuthzConcurrency,
-		MaxInflight:         cfg.MaxInflight,
-		MaxBacklog:          cfg.MaxBacklog,
-		CallbackMaxAttempts: cfg.CallbackMaxAttempts,
-		CallbackBackoff:     cfg.CallbackBackoff,
-		CallbackMaxBackoff:  cfg.CallbackMaxBackoff,
-		CallbackTimeout:     cfg.CallbackTimeout,
-		CallbackMaxAge:      cfg.CallbackMaxAge,
-		Observe:             s.metrics.observer(),
+		Logger:                  cfg.Logger,
+		DecisionTimeout:         cfg.DecisionTimeout,
+		AuthzConcurrency:        cfg.AuthzConcurrency,
+		MaxInflight:             cfg.MaxInflight,
+		MaxBacklog:              cfg.MaxBacklog,
+		CallbackMaxAttempts:     cfg.CallbackMaxAttempts,
+		CallbackBackoff:         cfg.CallbackBackoff,
+		CallbackMaxBackoff:      cfg.CallbackMaxBackoff,
+		CallbackTimeout:         cfg.CallbackTimeout,
+		CallbackMaxAge:          cfg.CallbackMaxAge,
+		CallbackHostConcurrency: cfg.CallbackHostConcurrency,
+		Observe:                 s.metrics.observer(),
 	})
 	if err != nil {
 		return err
