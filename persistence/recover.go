@@ -1,6 +1,7 @@
 package persistence
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -58,6 +59,15 @@ func (s *Store) recoverLoop() {
 			continue
 		}
 		s.db = db
+		if err := s.deleteFailedAcceptsLocked(); err != nil {
+			// Not safe to serve: a 503'd request could be decided and
+			// called back. Close and try again.
+			s.log.Warn("removing failed accepts after reopen failed; retrying", "err", err)
+			_ = closeDB(db)
+			s.db = nil
+			s.mu.Unlock()
+			continue
+		}
 		if err := s.initCounts(); err != nil {
 			s.log.Warn("recounting after reopen failed", "err", err)
 		}
@@ -101,4 +111,55 @@ func openDB(dir string, opts *pebble.Options) (db *pebble.DB, err error) {
 		}
 	}()
 	return pebble.Open(dir, opts)
+}
+
+// forgetOnRecover records that id's Accept failed, so that the reopen
+// deletes whatever of it the WAL still holds.
+func (s *Store) forgetOnRecover(id string) {
+	s.failedMu.Lock()
+	s.failedAccepts = append(s.failedAccepts, id)
+	s.failedMu.Unlock()
+}
+
+// deleteFailedAcceptsLocked deletes, after a reopen, the records of accepts
+// that returned an error: a failed fsync fails every commit waiting on it,
+// yet their batches may have reached the WAL file and come back on replay.
+// A request answered 503 must not be decided or called back. s.mu is held.
+func (s *Store) deleteFailedAcceptsLocked() error {
+	s.failedMu.Lock()
+	ids := s.failedAccepts
+	s.failedMu.Unlock()
+	if len(ids) == 0 {
+		return nil
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	var kb [64]byte
+	n := 0
+	for _, id := range ids {
+		r, err := s.getRLocked(s.db, id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := b.Delete(recordKey(kb[:0], id), nil); err != nil {
+			return err
+		}
+		if err := b.Delete(indexKey(kb[:0], r.State, id), nil); err != nil {
+			return err
+		}
+		n++
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	s.failedMu.Lock()
+	s.failedAccepts = s.failedAccepts[len(ids):]
+	s.failedMu.Unlock()
+	if n > 0 {
+		s.log.Warn("deleted requests whose accept failed but reached the WAL", "count", n)
+	}
+	return nil
 }

@@ -156,6 +156,9 @@ type Store struct {
 	// until recoverLoop has reopened Pebble.
 	broken atomic.Bool
 
+	failedMu      sync.Mutex
+	failedAccepts []string // see forgetOnRecover
+
 	mu struct {
 		// RWMutex guards closed and the life of db: every method that
 		// touches db holds the read lock while it does; Close takes the
@@ -168,6 +171,11 @@ type Store struct {
 		ids [numStripes]stripe
 		// onRecover is called (without locks) after each reopen.
 		onRecover []func()
+		// failedAccepts are the ids whose Accept commit failed: the
+		// caller was told nothing was accepted, but a failed fsync may
+		// still have left the batch in the WAL. The reopen deletes them.
+		// (guarded by failedMu, not by the RWMutex: Accept holds the read
+		// lock when it fails.)
 	}
 
 	// counts holds the number of records in each state, indexed by

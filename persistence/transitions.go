@@ -50,6 +50,9 @@ func (s *Store) Accept(rec *session.Record) error {
 		return fmt.Errorf("persistence: accept %s: %w", rec.ID, err)
 	}
 	if err := s.commit(b, pebble.Sync); err != nil {
+		if errors.Is(err, ErrUnavailable) {
+			s.forgetOnRecover(rec.ID)
+		}
 		return fmt.Errorf("persistence: accept %s: %w", rec.ID, err)
 	}
 	s.counts[stateIndex(session.StatePending)].Add(1)
