@@ -22,12 +22,14 @@ import (
 // The schedule lives in the store: an attempt's count and next time are
 // written before the next attempt is planned, so a restart continues it.
 //
-// Memory is bounded like the supervisor's: the sender owns at most
-// CallbackQueueLimit deliveries (queued, waiting for a retry timer, or in
-// flight). Decided requests beyond that stay in the store (overflow mode)
-// and are read back from the decided index, oldest first, as deliveries
-// end. When callbacks are slower than decisions, the backlog of callbacks
-// waits on disk, not in memory.
+// Memory is bounded like the supervisor's: the sender holds at most
+// CallbackQueueLimit deliveries that are due (queued or in flight).
+// Decided requests beyond that stay in the store (overflow mode) and are
+// read back from the decided index, oldest first, as deliveries end. When
+// callbacks are slower than decisions, the backlog of callbacks waits on
+// disk, not in memory. Callbacks waiting on a retry timer are held in
+// memory (a timer and a record each) and do not count against the limit,
+// so a failing receiver cannot starve healthy ones.
 type callbackSender struct {
 	e    *Engine
 	log  *slog.Logger
@@ -45,6 +47,8 @@ type callbackSender struct {
 	// never starts a second delivery of one.
 	owned map[string]struct{}
 
+	waiting int // owned callbacks waiting on a retry timer (not counted by the limit)
+
 	overflow  bool   // decided requests wait in the store
 	scanAfter string // every waiting id is above it ("" = from the start)
 }
@@ -61,7 +65,7 @@ func (c *callbackSender) Receive(ctx actor.Context) {
 		if _, ok := c.owned[id]; ok {
 			return // already being delivered
 		}
-		if c.overflow || len(c.owned) >= c.e.cfg.CallbackQueueLimit {
+		if c.active() >= c.e.cfg.CallbackQueueLimit {
 			// It stays decided in the store; a refill reads it back.
 			if b := before(id); !c.overflow || b < c.scanAfter {
 				c.scanAfter = b
@@ -74,6 +78,7 @@ func (c *callbackSender) Receive(ctx actor.Context) {
 		c.overflow, c.scanAfter = true, ""
 		c.refill(ctx)
 	case *callbackDue:
+		c.waiting--
 		c.enqueue(msg.Record)
 		c.run(ctx)
 	case *CallbackAttempted:
@@ -94,6 +99,11 @@ func (c *callbackSender) Receive(ctx actor.Context) {
 	}
 }
 
+// active is the number of owned callbacks due now: queued or in flight.
+// Those waiting on a retry timer do not count, so that a failing receiver's
+// retries cannot take every slot from healthy receivers.
+func (c *callbackSender) active() int { return len(c.owned) - c.waiting }
+
 func (c *callbackSender) own(ctx actor.Context, rec session.Record) {
 	c.owned[rec.ID] = struct{}{}
 	c.e.pendingCB.Store(int64(len(c.owned)))
@@ -107,27 +117,36 @@ func (c *callbackSender) refill(ctx actor.Context) {
 	if c.e.stopping() {
 		return
 	}
-	for free := c.e.cfg.CallbackQueueLimit - len(c.owned); free > 0; free = c.e.cfg.CallbackQueueLimit - len(c.owned) {
+	for free := c.e.cfg.CallbackQueueLimit - c.active(); free > 0; free = c.e.cfg.CallbackQueueLimit - c.active() {
 		limit, seen, more := free+1, 0, false
+		var batch []session.Record
 		err := c.e.cfg.Store.Scan(session.StateDecided, c.scanAfter, limit, func(rec session.Record) bool {
 			seen++
 			if _, ok := c.owned[rec.ID]; ok {
-				c.scanAfter = rec.ID
 				return true
 			}
-			if len(c.owned) >= c.e.cfg.CallbackQueueLimit {
+			if len(batch) >= free {
 				more = true
 				return false
 			}
-			c.own(ctx, rec)
-			c.scanAfter = rec.ID
+			batch = append(batch, rec)
 			return true
 		})
+		if err == nil && len(batch) > 0 {
+			// Pebble shows a write before its fsync ends: a decision read
+			// here may not be durable yet. One synced WAL write makes
+			// everything read so far durable before any callback leaves.
+			err = c.e.cfg.Store.SyncWAL()
+		}
 		if err != nil {
 			if !errors.Is(err, persistence.ErrClosing) {
 				c.log.Error("reading waiting callbacks from the store", "err", err)
 			}
 			return
+		}
+		for _, rec := range batch {
+			c.own(ctx, rec)
+			c.scanAfter = rec.ID
 		}
 		if more {
 			return
@@ -136,6 +155,10 @@ func (c *callbackSender) refill(ctx actor.Context) {
 			c.overflow, c.scanAfter = false, ""
 			return
 		}
+		// A full page of owned or admitted records: read on if room is left.
+		if len(batch) == 0 {
+			return // every record seen is owned already: nothing to gain now
+		}
 	}
 }
 
@@ -143,6 +166,7 @@ func (c *callbackSender) refill(ctx actor.Context) {
 func (c *callbackSender) schedule(ctx actor.Context, rec session.Record) {
 	if wait := rec.NextAttemptAt.Sub(c.e.cfg.now()); wait > 0 {
 		self, root := ctx.Self(), c.e.system.Root
+		c.waiting++
 		time.AfterFunc(wait, func() { root.Send(self, &callbackDue{Record: rec}) })
 		return
 	}
@@ -192,6 +216,15 @@ func (c *callbackSender) run(ctx actor.Context) {
 	}
 }
 
+// roundStart is when the current round of attempts began: the decision, or
+// the operator's last redelivery. --callback-max-age counts from it.
+func roundStart(rec session.Record) time.Time {
+	if rec.RedeliveredAt.After(rec.DecidedAt) {
+		return rec.RedeliveredAt
+	}
+	return rec.DecidedAt
+}
+
 // hostOf is the receiver a callback URL names (lowercased host:port).
 func hostOf(callbackURL string) string {
 	u, err := url.Parse(callbackURL)
@@ -216,7 +249,7 @@ func (c *callbackSender) attempt(rec session.Record) *CallbackAttempted {
 		switch {
 		case !res.Retryable, n >= cfg.CallbackMaxAttempts:
 			a.Outcome = session.StateFailed
-		case at.Add(delay).Sub(rec.DecidedAt) > cfg.CallbackMaxAge:
+		case at.Add(delay).Sub(roundStart(rec)) > cfg.CallbackMaxAge:
 			a.Outcome = session.StateFailed
 			a.Err += " (giving up: callback max age reached)"
 		default:
@@ -266,8 +299,8 @@ func (c *callbackSender) done(ctx actor.Context, msg *CallbackAttempted) {
 		delete(c.owned, msg.Record.ID)
 	}
 	c.e.pendingCB.Store(int64(len(c.owned)))
-	// Refill in batches (below half the limit), not one read per delivery.
-	if c.overflow && len(c.owned) <= c.e.cfg.CallbackQueueLimit/2 {
+	// Refill in batches (a tenth of the limit), not one read per delivery.
+	if c.overflow && c.active() <= c.e.cfg.CallbackQueueLimit-max(1, c.e.cfg.CallbackQueueLimit/10) {
 		c.refill(ctx)
 	}
 }

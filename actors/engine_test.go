@@ -891,3 +891,43 @@ func TestCallbackHostFairness(t *testing.T) {
 		t.Errorf("%d slow callbacks were delivered before the fast host's 20: the slow host took the slots", n)
 	}
 }
+
+// Callbacks parked for a failing receiver do not hold back a healthy one,
+// even when they fill most of the sender's memory limit.
+func TestOverflowDoesNotStallHealthyReceivers(t *testing.T) {
+	var healthy atomic.Int64
+	deliver := func(_ time.Time, _ string, req session.Request, _ session.Status) DeliveryResult {
+		if strings.Contains(req.CallbackURL, "dead.example") {
+			return DeliveryResult{StatusCode: 503, Err: errors.New("503"), Retryable: true, RetryAfter: time.Minute}
+		}
+		healthy.Add(1)
+		return DeliveryResult{StatusCode: 204}
+	}
+	st := openStore(t, vfs.NewMem())
+	e, err := Start(Config{Store: st, CallbackQueueLimit: 10, CallbackMaxBackoff: 2 * time.Minute,
+		Deliver: deliver, Authorize: (&fakeAuthz{}).authorize, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Stop(0) })
+	accept := func(url string, i int) {
+		t.Helper()
+		if _, err := e.Accept(session.Request{StationID: "123e4567-e89b-12d3-a456-426614174000",
+			DriverToken: fmt.Sprintf("overflowDriverToken%05d", i), CallbackURL: url}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 12 { // more than the limit: some wait on disk
+		accept("http://dead.example/cb", i)
+	}
+	time.Sleep(200 * time.Millisecond)
+	for i := range 5 {
+		accept("http://ok.example/cb", 100+i)
+	}
+	eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if n := healthy.Load(); n != 5 {
+			return fmt.Errorf("%d of 5 healthy callbacks delivered", n)
+		}
+		return nil
+	})
+}

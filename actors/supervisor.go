@@ -38,12 +38,16 @@ func (s *supervisor) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
 		// A restart (after a panic) loses the live set: rebuild it from
-		// the children and rescan the whole pending index.
+		// the children, and rescan the pending index from the start.
 		clear(s.live)
 		for _, pid := range ctx.Children() {
 			s.live[pid.Id[len(ctx.Self().Id)+1:]] = struct{}{}
 		}
 		s.e.live.Store(int64(len(s.live)))
+		s.backlog, s.scanAfter = true, ""
+		if err := s.refill(ctx); err != nil {
+			s.log.Error("scan of pending requests failed", "err", err)
+		}
 	case *resume:
 		s.backlog, s.scanAfter = true, ""
 		err := s.refill(ctx)
@@ -73,8 +77,7 @@ func (s *supervisor) admit(ctx actor.Context, rec session.Record) {
 	if _, ok := s.live[id]; ok {
 		return // a backlog scan already admitted it
 	}
-	if !s.backlog && len(s.live) < s.e.cfg.MaxInflight && !s.e.stopping() {
-		s.spawn(ctx, rec)
+	if !s.backlog && len(s.live) < s.e.cfg.MaxInflight && !s.e.stopping() && s.spawn(ctx, rec) {
 		return
 	}
 	if b := before(id); !s.backlog || b < s.scanAfter {
@@ -107,7 +110,10 @@ func (s *supervisor) refill(ctx actor.Context) error {
 				more = true // it stays waiting; scanAfter is just before it
 				return false
 			}
-			s.spawn(ctx, rec)
+			if !s.spawn(ctx, rec) {
+				more = true // leave it waiting; the next refill tries again
+				return false
+			}
 			s.scanAfter = rec.ID
 			free--
 			return true
@@ -127,7 +133,7 @@ func (s *supervisor) refill(ctx actor.Context) error {
 	return nil
 }
 
-func (s *supervisor) spawn(ctx actor.Context, rec session.Record) {
+func (s *supervisor) spawn(ctx actor.Context, rec session.Record) bool {
 	// Once a scan has admitted requests, an *Accepted still in the mailbox
 	// may name one that was admitted and even decided already: such an actor
 	// first checks the store.
@@ -135,10 +141,11 @@ func (s *supervisor) spawn(ctx actor.Context, rec session.Record) {
 	props := actor.PropsFromProducer(func() actor.Actor { return newRequestActor(s.e, rec, check) })
 	if _, err := ctx.SpawnNamed(props, rec.ID); err != nil {
 		s.log.Error("spawn request actor", "request_id", rec.ID, "err", err)
-		return
+		return false
 	}
 	s.live[rec.ID] = struct{}{}
 	s.e.live.Store(int64(len(s.live)))
+	return true
 }
 
 // before returns the greatest string below id of the same length (ids all

@@ -150,6 +150,7 @@ func (s *Store) Redeliver(id string, at time.Time) (session.Record, error) {
 		r.NextAttemptAt = at
 		r.CallbackAttempts = 0
 		r.FailedAt = time.Time{}
+		r.RedeliveredAt = at
 		return nil
 	})
 }

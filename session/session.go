@@ -82,6 +82,7 @@ type Record struct {
 	LastError        string       `json:"last_error,omitempty"`
 	DeliveredAt      time.Time    `json:"delivered_at,omitzero"`
 	FailedAt         time.Time    `json:"failed_at,omitzero"`
+	RedeliveredAt    time.Time    `json:"redelivered_at,omitzero"` // the last operator redelivery
 }
 
 // MaxAttemptLog is how many callback attempts a record keeps in Attempts.

@@ -42,6 +42,8 @@ func authzCmd(args []string, stderr io.Writer) error {
 	srv := authz.NewServer(authz.Config{ACL: a, Logger: log})
 	if *aclPath != "" {
 		defer reloadACL(srv, *aclPath, *reloadEvery)()
+	} else {
+		signal.Ignore(syscall.SIGHUP) // nothing to reload; do not die of it
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

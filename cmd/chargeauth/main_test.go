@@ -43,6 +43,7 @@ func TestBadConfigurationExits2(t *testing.T) {
 		{"env read", map[string]string{"CHARGEAUTH_MAX_INFLIGHT": "0"}, []string{"serve"}, "--max-inflight 0"},
 		{"bad size", nil, []string{"serve", "--min-free-disk", "lots"}, "min-free-disk"},
 		{"bad authz url", nil, []string{"serve", "--authz-url", "ftp://x"}, "--authz-url"},
+		{"authz url with user info", nil, []string{"serve", "--authz-url", "http://u@127.0.0.1:1"}, "--authz-url"},
 		{"acl with authz url", nil, []string{"serve", "--authz-url", "http://127.0.0.1:1", "--acl", "x.json"}, "--acl"},
 		{"unreadable acl", nil, []string{"serve", "--acl", "/nonexistent/acl.json", "--data-dir", "DATADIR"}, "--acl"},
 		{"bad log level", nil, []string{"serve", "--log-level", "loud"}, "--log-level"},

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -105,8 +104,8 @@ func (f *serveFlags) check() error {
 		}
 	}
 	if f.authzURL != "" {
-		if u, err := url.Parse(f.authzURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("--authz-url %q: must be an absolute http(s) URL", f.authzURL))
+		if err := (&authz.ClientConfig{URL: f.authzURL}).Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("--authz-url %q: %v", f.authzURL, err))
 		}
 		if f.aclPath != "" {
 			errs = append(errs, errors.New("--acl configures the embedded authorization service: it cannot be used with --authz-url"))
@@ -167,6 +166,9 @@ func serve(args []string, stderr io.Writer) error {
 			defer reloadACL(srv, f.aclPath, f.aclReloadInterval)()
 		}
 		authzURL = "http://" + ln.Addr().String()
+	}
+	if f.aclPath == "" {
+		signal.Ignore(syscall.SIGHUP) // nothing to reload; do not die of it
 	}
 
 	svc, err := api.New(api.Config{

@@ -26,6 +26,7 @@ const (
 	failDiskFull
 	failBacklogFull
 	failStorageFault
+	failNotReady
 	failStore
 )
 
@@ -60,6 +61,8 @@ func acceptFailure(err error) failure {
 		return failBacklogFull
 	case errors.Is(err, persistence.ErrUnavailable):
 		return failStorageFault
+	case errors.Is(err, ErrNotReady):
+		return failNotReady
 	default:
 		return failStore
 	}

@@ -66,8 +66,8 @@ type Config struct {
 	// MaxBacklog bounds the requests waiting in the store; 0: disk only.
 	// Default: 0.
 	MaxBacklog int
-	// ShutdownGrace is how long Close lets in-flight work finish.
-	// Default: 10s.
+	// ShutdownGrace is how long Close lets in-flight work finish; 0 means
+	// none. Default: 0 (the serve command's flag defaults to 10s).
 	ShutdownGrace time.Duration
 	// Retention keeps delivered and failed records this long. Default: 168h.
 	Retention time.Duration
@@ -92,9 +92,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.DataDir == "" {
 		c.DataDir = "./data"
-	}
-	if c.ShutdownGrace == 0 {
-		c.ShutdownGrace = 10 * time.Second
 	}
 	if c.Retention == 0 {
 		c.Retention = 168 * time.Hour
@@ -275,8 +272,15 @@ func (s *Service) Store() *persistence.Store { return s.store }
 
 // Redeliver starts delivery again for a failed request.
 func (s *Service) Redeliver(id string) (session.Record, error) {
-	return s.engine.Load().Redeliver(id)
+	e := s.engine.Load()
+	if e == nil {
+		return session.Record{}, ErrNotReady
+	}
+	return e.Redeliver(id)
 }
+
+// ErrNotReady: the engine is still resuming; try again shortly.
+var ErrNotReady = errors.New("api: not ready")
 
 // Err delivers a listener's serve error, if one stops unexpectedly.
 func (s *Service) Err() <-chan error { return s.serveErr }
