@@ -2,6 +2,9 @@ package api_test
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -63,33 +66,41 @@ func TestAcknowledgedMeansSynced(t *testing.T) {
 }
 
 // No callback leaves before its decision is durable: when a callback
-// arrives, the store already holds the decision it carries.
+// arrives, a crash clone of the filesystem taken at that moment (only
+// synced data survives) already holds the decision it carries.
 func TestNoCallbackBeforeDecisionIsStored(t *testing.T) {
 	authz := startFakeAuthz(t, 0)
 	recv := startReceiver(t)
-	var svc *api.Service
+	fs := vfs.NewCrashableMem()
 	var mu sync.Mutex
 	var bad []string
 	checked := 0
 	recv.onCallback = func(c callback) {
-		rec, err := svc.Store().Get(c.ID)
+		crashed := fs.CrashClone(vfs.CrashCloneCfg{})
+		st, err := persistence.Open(persistence.Config{Dir: "data", FS: crashed, Logger: quietLogger()})
+		if err != nil {
+			t.Errorf("open crash clone: %v", err)
+			return
+		}
+		rec, err := st.Get(c.ID)
+		_ = st.Close()
 		mu.Lock()
 		defer mu.Unlock()
 		checked++
-		if err != nil || rec.State == session.StatePending || rec.Status == "" {
-			bad = append(bad, fmt.Sprintf("%s: %s %v", c.ID, rec.State, err))
+		if err != nil || rec.State == session.StatePending || rec.Status == "" || !strings.Contains(c.Body, string(rec.Status)) {
+			bad = append(bad, fmt.Sprintf("%s: %s %q %v", c.ID, rec.State, rec.Status, err))
 		}
 	}
-	svc = startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true})
+	svc := startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true, FS: fs})
 	var ids []string
-	for i := range 50 {
+	for i := range 30 {
 		tok := tokAllowed
 		if i%2 == 1 {
 			tok = tokNotAllowed
 		}
 		ids = append(ids, mustAccept(t, svc, tok, recv.URL+"/cb"))
 	}
-	eventually(t, 10*time.Second, 10*time.Millisecond, func() error {
+	eventually(t, 20*time.Second, 10*time.Millisecond, func() error {
 		if n := recv.count(); n < len(ids) {
 			return fmt.Errorf("%d callbacks", n)
 		}
@@ -98,6 +109,8 @@ func TestNoCallbackBeforeDecisionIsStored(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	if checked < len(ids) || len(bad) > 0 {
-		t.Errorf("checked %d callbacks; sent before the decision was stored: %v", checked, bad)
+		t.Errorf("checked %d callbacks; sent before the decision was synced: %v", checked, bad)
 	}
 }
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
