@@ -42,7 +42,6 @@ type callbackSender struct {
 	ready    []string
 	inReady  map[string]bool
 	hostBusy map[string]int
-	queued   int
 	// owned holds the ids being delivered, so that a rescan of the store
 	// never starts a second delivery of one.
 	owned map[string]struct{}
@@ -91,8 +90,6 @@ func (c *callbackSender) Receive(ctx actor.Context) {
 		c.markReady(h)
 		c.done(ctx, msg)
 		c.run(ctx)
-	case *getStats:
-		ctx.Respond(&Stats{CallbacksQueue: c.queued, CallbacksBusy: c.busy})
 	case *actor.Started, *actor.Stopping, *actor.Stopped, *actor.Restarting:
 	default:
 		c.log.Debug("unexpected message", "type", typeName(msg))
@@ -177,7 +174,6 @@ func (c *callbackSender) schedule(ctx actor.Context, rec session.Record) {
 func (c *callbackSender) enqueue(rec session.Record) {
 	h := hostOf(rec.CallbackURL)
 	c.queues[h] = append(c.queues[h], rec)
-	c.queued++
 	c.markReady(h)
 }
 
@@ -203,7 +199,6 @@ func (c *callbackSender) run(ctx actor.Context) {
 		} else {
 			c.queues[h] = q
 		}
-		c.queued--
 		c.hostBusy[h]++
 		c.markReady(h) // back of the line, if it still has work and room
 		c.busy++

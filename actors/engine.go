@@ -319,9 +319,6 @@ func (e *Engine) rescanCallbacks() (int64, error) {
 // System is the engine's actor system (tests subscribe to its EventStream).
 func (e *Engine) System() *actor.ActorSystem { return e.system }
 
-// DecisionTimeout is the configured time from accept to deadline.
-func (e *Engine) DecisionTimeout() time.Duration { return e.cfg.DecisionTimeout }
-
 // Accept gives the request an id and a deadline, stores it durably
 // (pebble.Sync, from the caller's goroutine, so concurrent accepts share one
 // fsync) and only then hands it to the supervisor. The returned record is

@@ -78,12 +78,6 @@ type CallbackAttempted struct {
 	Err    error          // the store error, if the attempt could not be recorded
 }
 
-// Decided is published on the actor system's event stream once a decision is
-// durable (tests and metrics watch it).
-type Decided struct {
-	Record session.Record
-}
-
 // resume asks the supervisor to admit stored pending requests (on start,
 // and again after the store recovers from a failed write). It answers
 // *resumed when sent with a sender.
@@ -91,14 +85,3 @@ type resume struct{}
 
 // resumed answers resume.
 type resumed struct{ err error }
-
-// stats asks an actor for its counters; it answers *Stats.
-type getStats struct{}
-
-// Stats are the engine's live counters.
-type Stats struct {
-	LiveRequests   int
-	Backlog        bool
-	CallbacksQueue int
-	CallbacksBusy  int
-}

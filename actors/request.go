@@ -130,6 +130,5 @@ func (r *requestActor) decide(ctx actor.Context, status session.Status, reason s
 	if obs := r.e.cfg.Observe.Decided; obs != nil {
 		obs(rec.Status, rec.DecidedBy, rec.DecidedAt.Sub(rec.AcceptedAt))
 	}
-	r.e.system.EventStream.Publish(&Decided{Record: rec})
 	ctx.Send(r.e.sender, &DeliverCallback{Record: rec})
 }
