@@ -23,17 +23,25 @@ func writeFault() *errorfs.Toggle {
 	})}
 }
 
-// A failed write is ErrUnavailable, not a crash; nothing of it stays; the
-// store reopens Pebble by itself once writes work again, keeps what was
-// written before, and tells its OnRecover funcs.
-func TestWriteFaultRecovers(t *testing.T) {
+// openFaulty opens a store whose filesystem fails every write while the
+// returned toggle is on; recovered counts its reopenings.
+func openFaulty(t *testing.T) (*Store, *errorfs.Toggle, *atomic.Int32) {
+	t.Helper()
 	fault := writeFault()
 	cfg := memConfig()
 	cfg.FS = errorfs.Wrap(vfs.NewMem(), fault)
 	cfg.recoverEvery = 5 * time.Millisecond
 	s := mustOpen(t, cfg)
-	var recovered atomic.Int32
+	recovered := new(atomic.Int32)
 	s.OnRecover(func() { recovered.Add(1) })
+	return s, fault, recovered
+}
+
+// A failed write is ErrUnavailable, not a crash; nothing of it stays; the
+// store reopens Pebble by itself once writes work again, keeps what was
+// written before, and tells its OnRecover funcs.
+func TestWriteFaultRecovers(t *testing.T) {
+	s, fault, recovered := openFaulty(t)
 
 	mustAccept(t, s, "before")
 	fault.On()
@@ -74,13 +82,7 @@ func TestWriteFaultRecovers(t *testing.T) {
 // Concurrent accepts during a fault: each is nil or ErrUnavailable, and
 // every nil one is there after recovery.
 func TestWriteFaultConcurrentAccepts(t *testing.T) {
-	fault := writeFault()
-	cfg := memConfig()
-	cfg.FS = errorfs.Wrap(vfs.NewMem(), fault)
-	cfg.recoverEvery = 5 * time.Millisecond
-	s := mustOpen(t, cfg)
-	var recovered atomic.Int32
-	s.OnRecover(func() { recovered.Add(1) })
+	s, fault, recovered := openFaulty(t)
 
 	type result struct {
 		id  string
@@ -110,7 +112,7 @@ func TestWriteFaultConcurrentAccepts(t *testing.T) {
 		}
 	}
 	fault.Off()
-	for deadline := time.Now().Add(5 * time.Second); s.broken.Load(); time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); recovered.Load() == 0; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("not recovered")
 		}

@@ -40,6 +40,20 @@ func (s *sinkRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// waitAll polls until every id has a callback, failing after timeout.
+func (s *sinkRecorder) waitAll(t *testing.T, ids []string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for _, id := range ids {
+		for len(s.statuses(id)) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("request %s was acknowledged but never called back", id)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
 func (s *sinkRecorder) statuses(id string) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -168,15 +182,7 @@ func killTest(t *testing.T, sinkDelay time.Duration, kill func(int, *sinkRecorde
 
 	p3 := start(t, args...)
 	admin := p3.addr(t, "admin listener")
-	deadline := time.Now().Add(90 * time.Second)
-	for _, id := range ids {
-		for len(sink.statuses(id)) == 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("request %s acknowledged before the kill never got a callback", id)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	sink.waitAll(t, ids, 90*time.Second)
 	for _, id := range ids {
 		st := sink.statuses(id)
 		for _, s := range st[1:] {

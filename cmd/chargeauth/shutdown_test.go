@@ -94,15 +94,7 @@ func TestGracefulShutdown(t *testing.T) {
 				// The next start finishes the work.
 				p2 := start(t, args...)
 				p2.addr(t, "public listener")
-				deadline := time.Now().Add(30 * time.Second)
-				for _, id := range ids {
-					for len(sink.statuses(id)) == 0 {
-						if time.Now().After(deadline) {
-							t.Fatalf("%s never called back after the restart", id)
-						}
-						time.Sleep(20 * time.Millisecond)
-					}
-				}
+				sink.waitAll(t, ids, 30*time.Second)
 			}
 			for _, id := range ids {
 				if st := sink.statuses(id); len(st) > 0 && st[0] != "not_allowed" {
