@@ -8,20 +8,28 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 )
 
-// commit commits b. A failed commit makes Pebble call Logger.Fatalf, which
-// panics with fatalPanic: commit turns that into ErrUnavailable, marks the
-// store broken and starts reopening Pebble in the background. The caller
-// holds the read lock.
+// commit commits b. A failed commit ends in a panic inside Pebble: either
+// Logger.Fatalf (fatalPanic, when the fsync fails) or a panic with the
+// error itself (commitWrite, when writing the WAL record fails). commit
+// turns both into ErrUnavailable, marks the store broken and starts
+// reopening Pebble in the background. Any other panic is re-raised. The
+// caller holds the read lock.
 func (s *Store) commit(b *pebble.Batch, opts *pebble.WriteOptions) (err error) {
 	defer func() {
-		if v := recover(); v != nil {
-			msg, ok := v.(fatalPanic)
-			if !ok {
-				panic(v)
-			}
-			s.fail(string(msg))
-			err = fmt.Errorf("%w: %s", ErrUnavailable, msg)
+		v := recover()
+		var why string
+		switch v := v.(type) {
+		case nil:
+			return
+		case fatalPanic:
+			why = string(v)
+		case error:
+			why = "pebble: write failed: " + v.Error()
+		default:
+			panic(v)
 		}
+		s.fail(why)
+		err = fmt.Errorf("%w: %s", ErrUnavailable, why)
 	}()
 	return b.Commit(opts)
 }
