@@ -179,7 +179,7 @@ func (s *Store) SyncWAL() error {
 		return err
 	}
 	defer s.mu.RUnlock()
-	if err := s.db.LogData(nil, pebble.Sync); err != nil {
+	if err := s.syncRLocked(); err != nil {
 		return fmt.Errorf("persistence: sync WAL: %w", err)
 	}
 	return nil

@@ -14,7 +14,24 @@ import (
 // turns both into ErrUnavailable, marks the store broken and starts
 // reopening Pebble in the background. Any other panic is re-raised. The
 // caller holds the read lock.
-func (s *Store) commit(b *pebble.Batch, opts *pebble.WriteOptions) (err error) {
+func (s *Store) commit(b *pebble.Batch, opts *pebble.WriteOptions) error {
+	return s.guard(func() error { return b.Commit(opts) })
+}
+
+// syncRLocked makes every write already visible durable: it waits for the
+// next group commit (see committer), which syncs the WAL; a failure is
+// handled as in commit. The caller holds the read lock.
+func (s *Store) syncRLocked() error {
+	w := pendingWrites.Get().(*pendingWrite)
+	w.key, w.index, w.value = nil, nil, nil
+	err := s.committer.write(w)
+	pendingWrites.Put(w)
+	return err
+}
+
+// guard runs a write to Pebble and turns its failure panics into
+// ErrUnavailable (see commit).
+func (s *Store) guard(write func() error) (err error) {
 	defer func() {
 		v := recover()
 		var why string
@@ -31,7 +48,7 @@ func (s *Store) commit(b *pebble.Batch, opts *pebble.WriteOptions) (err error) {
 		s.fail(why)
 		err = fmt.Errorf("%w: %s", ErrUnavailable, why)
 	}()
-	return b.Commit(opts)
+	return write()
 }
 
 // fail marks the store broken (once) and starts recoverLoop.

@@ -184,6 +184,8 @@ type Store struct {
 	counts [numStates]atomic.Int64
 
 	disk diskFloor
+
+	committer committer
 }
 
 // Open opens (creating unless cfg.ReadOnly) the store in cfg.Dir and counts
@@ -194,6 +196,7 @@ func Open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{cfg: cfg, log: cfg.Logger.With("component", "persistence")}
+	s.committer.s = s
 
 	opts := &pebble.Options{
 		FS:                 cfg.FS,
@@ -201,6 +204,10 @@ func Open(cfg Config) (*Store, error) {
 		FormatMajorVersion: pebble.FormatNewest,
 		Logger:             pebbleLogger{cfg.Logger.With("component", "pebble")},
 		EventListener:      eventListener(cfg.Logger.With("component", "pebble")),
+		// A record is read back by each transition, mostly within seconds
+		// of being written: large memtables keep it there, where a read
+		// is a skiplist lookup, not an sstable block decode.
+		MemTableSize: 64 << 20,
 	}
 	if cfg.ReadOnly {
 		// A read-only open cannot ratchet the format: keep what is on disk.

@@ -215,7 +215,8 @@ func TestCloseDuringAccepts(t *testing.T) {
 
 // TestDurableMeansSynced accepts records concurrently on a crashable file
 // system, takes the state a crash would leave (only synced data), and finds
-// every acknowledged record, and every acknowledged decision, in it.
+// every acknowledged record, decision and dead letter in it. (A delivered
+// or retry outcome need not survive: its callback is sent again.)
 func TestDurableMeansSynced(t *testing.T) {
 	const goroutines, each = 16, 25
 	fs := vfs.NewCrashableMem()
@@ -233,8 +234,14 @@ func TestDurableMeansSynced(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	decided := testID(0, 0)
+	decided, failed := testID(0, 0), testID(0, 1)
 	if _, err := s.Decide(decided, session.StatusAllowed, "", session.ByAuthz, t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Decide(failed, session.StatusAllowed, "", session.ByAuthz, t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RecordAttempt(failed, Attempt{At: t0, Err: "410", Outcome: session.StateFailed}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -254,6 +261,9 @@ func TestDurableMeansSynced(t *testing.T) {
 	}
 	if rec, err := s2.Get(decided); err != nil || rec.State != session.StateDecided || rec.Status != session.StatusAllowed {
 		t.Fatalf("after crash, decided record: %+v, %v", rec, err)
+	}
+	if rec, err := s2.Get(failed); err != nil || rec.State != session.StateFailed {
+		t.Fatalf("after crash, failed record: %+v, %v", rec, err)
 	}
 }
 

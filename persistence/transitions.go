@@ -15,7 +15,8 @@ import (
 //
 // Accept takes no per-id lock and does not read before writing: the caller
 // guarantees the id is new (a UUIDv7). Many goroutines may call it at once,
-// and should: their commits share Pebble's fsync.
+// and should: the accepts that arrive while one commit is in flight are
+// written together by the next, in one batch and one fsync (see committer).
 //
 // It returns ErrClosing after Close and an error wrapping ErrDiskFull when
 // free space is below Config.MinFreeDisk, in both cases without touching
@@ -40,16 +41,14 @@ func (s *Store) Accept(rec *session.Record) error {
 		return err
 	}
 
-	var kb [64]byte
-	b := s.db.NewBatch()
-	defer b.Close()
-	if err := b.Set(recordKey(kb[:0], rec.ID), v, nil); err != nil {
-		return fmt.Errorf("persistence: accept %s: %w", rec.ID, err)
-	}
-	if err := b.Set(indexKey(kb[:0], session.StatePending, rec.ID), nil, nil); err != nil {
-		return fmt.Errorf("persistence: accept %s: %w", rec.ID, err)
-	}
-	if err := s.commit(b, pebble.Sync); err != nil {
+	w := pendingWrites.Get().(*pendingWrite)
+	w.key = recordKey(w.key[:0], rec.ID)
+	w.index = indexKey(w.index[:0], session.StatePending, rec.ID)
+	w.value = v
+	err = s.committer.write(w)
+	w.value = nil
+	pendingWrites.Put(w)
+	if err != nil {
 		if errors.Is(err, ErrUnavailable) {
 			s.forgetOnRecover(rec.ID)
 		}
@@ -71,7 +70,7 @@ func (s *Store) Decide(id string, status session.Status, reason string, by sessi
 	if by != session.ByAuthz && by != session.ByTimeout {
 		return session.Record{}, fmt.Errorf("persistence: decide %s: invalid decided_by %q", id, by)
 	}
-	return s.transition("decide", id, func(r *session.Record) error {
+	return s.transition("decide", id, true, func(r *session.Record) error {
 		if r.State != session.StatePending {
 			return wrongState(r, session.StatePending)
 		}
@@ -104,13 +103,17 @@ type Attempt struct {
 // NextAttemptAt = a.NextAt; delivered -> DeliveredAt = a.At; failed ->
 // FailedAt = a.At. A record that is not decided is returned unchanged with an
 // error wrapping ErrWrongState.
+//
+// Only a failed outcome waits for its fsync. A delivered or retry outcome
+// lost in a crash leaves the record decided, and its callback is sent again:
+// delivery is at least once, and receivers dedupe on webhook-id.
 func (s *Store) RecordAttempt(id string, a Attempt) (session.Record, error) {
 	switch a.Outcome {
 	case session.StateDecided, session.StateDelivered, session.StateFailed:
 	default:
 		return session.Record{}, fmt.Errorf("persistence: attempt %s: invalid outcome %q", id, a.Outcome)
 	}
-	return s.transition("attempt", id, func(r *session.Record) error {
+	return s.transition("attempt", id, a.Outcome == session.StateFailed, func(r *session.Record) error {
 		if r.State != session.StateDecided {
 			return wrongState(r, session.StateDecided)
 		}
@@ -142,7 +145,7 @@ func (s *Store) RecordAttempt(id string, a Attempt) (session.Record, error) {
 // cleared (LastError is kept). A record that is not failed is returned
 // unchanged with an error wrapping ErrWrongState.
 func (s *Store) Redeliver(id string, at time.Time) (session.Record, error) {
-	return s.transition("redeliver", id, func(r *session.Record) error {
+	return s.transition("redeliver", id, true, func(r *session.Record) error {
 		if r.State != session.StateFailed {
 			return wrongState(r, session.StateFailed)
 		}
@@ -162,44 +165,28 @@ func wrongState(r *session.Record, want session.State) error {
 // transition is read-check-write on one record under its id's stripe lock.
 // apply changes a copy of the record or returns an error (then the current
 // record is returned with it, unchanged). The record and, if the state
-// changed, its index entry are written in one batch with pebble.Sync.
-func (s *Store) transition(op, id string, apply func(*session.Record) error) (session.Record, error) {
+// changed, its index entry are written in one batch. If durable, transition
+// returns once the batch is on disk; the fsync is waited for after the
+// stripe lock is released, so that one id's fsync never holds up another
+// id's read-check-write. Otherwise the batch is durable with the next
+// synced write (within milliseconds under load), and a crash before that
+// loses it.
+func (s *Store) transition(op, id string, durable bool, apply func(*session.Record) error) (session.Record, error) {
 	if err := s.rlock(); err != nil {
 		return session.Record{}, err
 	}
 	defer s.mu.RUnlock()
-	m := s.stripeFor(id)
-	m.Lock()
-	defer m.Unlock()
-
-	cur, err := s.getRLocked(s.db, id)
-	if err != nil {
-		return session.Record{}, err
-	}
-	next := cur
-	if err := apply(&next); err != nil {
-		return cur, err
-	}
-	v, err := encodeRecord(&next)
+	cur, next, err := s.writeLocked(op, id, apply)
 	if err != nil {
 		return cur, err
 	}
-	var kb [64]byte
-	b := s.db.NewBatch()
-	defer b.Close()
-	if err := b.Set(recordKey(kb[:0], id), v, nil); err != nil {
-		return cur, fmt.Errorf("persistence: %s %s: %w", op, id, err)
-	}
-	if next.State != cur.State {
-		if err := b.Delete(indexKey(kb[:0], cur.State, id), nil); err != nil {
+	if durable {
+		// Outside the id's lock: the fsync is shared with every other
+		// writer, and the next transition of a neighbouring id need not
+		// wait for it.
+		if err := s.syncRLocked(); err != nil {
 			return cur, fmt.Errorf("persistence: %s %s: %w", op, id, err)
 		}
-		if err := b.Set(indexKey(kb[:0], next.State, id), nil, nil); err != nil {
-			return cur, fmt.Errorf("persistence: %s %s: %w", op, id, err)
-		}
-	}
-	if err := s.commit(b, pebble.Sync); err != nil {
-		return cur, fmt.Errorf("persistence: %s %s: %w", op, id, err)
 	}
 	if next.State != cur.State {
 		if i := stateIndex(cur.State); i >= 0 {
@@ -208,4 +195,44 @@ func (s *Store) transition(op, id string, apply func(*session.Record) error) (se
 		s.counts[stateIndex(next.State)].Add(1)
 	}
 	return next, nil
+}
+
+// writeLocked is transition's read-check-write under the id's stripe lock.
+// The write is visible when it returns, not yet durable. On error, cur is the
+// record as stored (if it was read) and nothing was written.
+func (s *Store) writeLocked(op, id string, apply func(*session.Record) error) (cur, next session.Record, err error) {
+	m := s.stripeFor(id)
+	m.Lock()
+	defer m.Unlock()
+
+	cur, err = s.getRLocked(s.db, id)
+	if err != nil {
+		return session.Record{}, session.Record{}, err
+	}
+	next = cur
+	if err := apply(&next); err != nil {
+		return cur, next, err
+	}
+	v, err := encodeRecord(&next)
+	if err != nil {
+		return cur, next, err
+	}
+	var kb [64]byte
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := b.Set(recordKey(kb[:0], id), v, nil); err != nil {
+		return cur, next, fmt.Errorf("persistence: %s %s: %w", op, id, err)
+	}
+	if next.State != cur.State {
+		if err := b.Delete(indexKey(kb[:0], cur.State, id), nil); err != nil {
+			return cur, next, fmt.Errorf("persistence: %s %s: %w", op, id, err)
+		}
+		if err := b.Set(indexKey(kb[:0], next.State, id), nil, nil); err != nil {
+			return cur, next, fmt.Errorf("persistence: %s %s: %w", op, id, err)
+		}
+	}
+	if err := s.commit(b, pebble.NoSync); err != nil {
+		return cur, next, fmt.Errorf("persistence: %s %s: %w", op, id, err)
+	}
+	return cur, next, nil
 }

@@ -1,0 +1,128 @@
+package persistence
+
+import (
+	"errors"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// A committer is a group commit in front of Pebble: the writes that must be
+// durable (accepts, and syncs of transitions already applied) queue up
+// while one synced commit is in flight, and the next commit takes all of
+// them in one batch and one fsync.
+//
+// Pebble's own pipeline also shares an fsync among concurrent commits, but
+// every commit is published in sequence order: one committer goroutine that
+// the scheduler leaves waiting holds up every commit after it, and with a
+// few hundred committing goroutines on two cores that convoy, not the
+// fsync, made up most of an accept's latency. Here one goroutine commits, and
+// the callers only wait.
+type committer struct {
+	s *Store
+
+	mu      sync.Mutex
+	queue   []*pendingWrite // waiting for the next commit
+	running bool            // a goroutine is committing; it takes the queue when done
+
+	// batch is reused from group to group, while the db is the one it
+	// was made for (a reopen after a failed write replaces the db). Only
+	// the caller that leads touches them.
+	batch   *pebble.Batch
+	batchDB *pebble.DB
+}
+
+// pendingWrite is one caller's part of a group: the record to accept, or
+// nothing for a sync alone.
+type pendingWrite struct {
+	key, index, value []byte
+	done              chan error
+}
+
+var pendingWrites = sync.Pool{New: func() any { return &pendingWrite{done: make(chan error, 1)} }}
+
+// write queues w and waits for the group commit that takes it. The caller
+// holds the store's read lock, so the db cannot be closed or swapped while
+// the group is committed.
+//
+// There is no committer goroutine: the first caller to find none running
+// commits the queue (its own write included), then hands the lead to the
+// first caller that queued meanwhile, so that no caller commits for others
+// for longer than one group.
+func (c *committer) write(w *pendingWrite) error {
+	c.mu.Lock()
+	c.queue = append(c.queue, w)
+	lead := !c.running
+	c.running = true
+	c.mu.Unlock()
+	if lead {
+		c.commitQueue()
+	}
+	for {
+		err := <-w.done
+		if err != errLead {
+			return err
+		}
+		c.commitQueue()
+	}
+}
+
+// errLead, sent on a pendingWrite's done, tells its caller to commit the
+// next group. It never reaches a caller of write.
+var errLead = errors.New("persistence: lead the next group commit")
+
+// commitQueue commits the queued writes as one group, tells each its
+// result, and passes the lead on.
+func (c *committer) commitQueue() {
+	c.mu.Lock()
+	group := c.queue
+	c.queue = nil
+	c.mu.Unlock()
+
+	err := c.commit(group)
+
+	c.mu.Lock()
+	var next *pendingWrite
+	if len(c.queue) > 0 {
+		next = c.queue[0]
+	} else {
+		c.running = false
+	}
+	c.mu.Unlock()
+	for _, w := range group {
+		w.done <- err
+	}
+	if next != nil {
+		next.done <- errLead
+	}
+}
+
+// commit writes group in one batch with pebble.Sync.
+func (c *committer) commit(group []*pendingWrite) error {
+	if c.batch == nil || c.batchDB != c.s.db {
+		c.batch, c.batchDB = c.s.db.NewBatch(), c.s.db
+	}
+	b := c.batch
+	defer b.Reset()
+	for _, w := range group {
+		if w.key == nil {
+			continue // a sync alone
+		}
+		if err := b.Set(w.key, w.value, nil); err != nil {
+			return err
+		}
+		if err := b.Set(w.index, nil, nil); err != nil {
+			return err
+		}
+	}
+	if b.Empty() {
+		return c.s.guard(func() error { return c.s.db.LogData(nil, pebble.Sync) })
+	}
+	err := c.s.commit(b, pebble.Sync)
+	if err != nil {
+		// A failed commit's batch cannot be reused; nor may the next
+		// group use a batch of a db that the reopen replaces.
+		c.batch = nil
+	}
+	return err
+}
