@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/url"
@@ -266,10 +267,20 @@ func (c *callbackSender) attempt(rec session.Record) *CallbackAttempted {
 		}
 		obs(result, at.Sub(start))
 	}
+	level := slog.LevelInfo // a failed attempt
+	switch a.Outcome {
+	case session.StateDelivered:
+		level = slog.LevelDebug // the common case: one line per request is too many at Info
+	case session.StateFailed:
+		level = slog.LevelWarn
+	}
+	if !c.log.Enabled(context.Background(), level) {
+		return &CallbackAttempted{Record: stored}
+	}
 	log := c.log.With("request_id", rec.ID, "attempt", stored.CallbackAttempts, "took", at.Sub(start).String())
 	switch a.Outcome {
 	case session.StateDelivered:
-		log.Info("callback delivered")
+		log.Debug("callback delivered")
 	case session.StateFailed:
 		log.Warn("callback failed for good", "err", a.Err)
 	default:

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"time"
@@ -25,7 +26,6 @@ import (
 type requestActor struct {
 	e   *Engine
 	rec session.Record
-	log *slog.Logger
 
 	calls   int   // calls asked of the pool
 	lastErr error // why the last call gave no answer
@@ -36,7 +36,7 @@ type requestActor struct {
 }
 
 func newRequestActor(e *Engine, rec session.Record, checkStore bool) *requestActor {
-	return &requestActor{e: e, rec: rec, checkStore: checkStore, log: e.log.With("request_id", rec.ID)}
+	return &requestActor{e: e, rec: rec, checkStore: checkStore}
 }
 
 func (r *requestActor) Receive(ctx actor.Context) {
@@ -87,7 +87,7 @@ func (r *requestActor) Receive(ctx actor.Context) {
 		r.decide(ctx, session.StatusUnknown, reason, session.ByTimeout)
 	case *actor.Stopping, *actor.Stopped, *actor.Restarting:
 	default:
-		r.log.Debug("unexpected message", "type", typeName(msg))
+		r.logger().Debug("unexpected message", "type", typeName(msg))
 	}
 }
 
@@ -117,18 +117,26 @@ func (r *requestActor) decide(ctx actor.Context, status session.Status, reason s
 	rec, err := r.e.cfg.Store.Decide(r.rec.ID, status, reason, by, r.e.cfg.now().UTC())
 	switch {
 	case errors.Is(err, persistence.ErrWrongState):
-		r.log.Debug("already decided", "state", rec.State)
+		r.logger().Debug("already decided", "state", rec.State)
 		return
 	case err != nil:
 		// Still pending in the store: the next start (or the rescan after
 		// the store recovers) decides it.
-		r.log.Error("persist decision", "err", err)
+		r.logger().Error("persist decision", "err", err)
 		return
 	}
-	r.log.Info("decided", "status", status, "decided_by", by, "reason", reason,
-		"station_id", rec.StationID, "driver_token", session.MaskToken(rec.DriverToken))
+	if log := r.e.log; log.Enabled(context.Background(), slog.LevelDebug) {
+		r.logger().Debug("decided", "status", status, "decided_by", by, "reason", reason,
+			"station_id", rec.StationID, "driver_token", session.MaskToken(rec.DriverToken))
+	}
 	if obs := r.e.cfg.Observe.Decided; obs != nil {
 		obs(rec.Status, rec.DecidedBy, rec.DecidedAt.Sub(rec.AcceptedAt))
 	}
 	ctx.Send(r.e.sender, &DeliverCallback{Record: rec})
+}
+
+// logger is the engine's logger with this request's id. It is built when a
+// line is written, not per request: most requests log nothing at Info.
+func (r *requestActor) logger() *slog.Logger {
+	return r.e.log.With("request_id", r.rec.ID)
 }

@@ -80,8 +80,10 @@ func (s *supervisor) admit(ctx actor.Context, rec session.Record) {
 	if !s.backlog && len(s.live) < s.e.cfg.MaxInflight && !s.e.stopping() && s.spawn(ctx, rec) {
 		return
 	}
-	if b := before(id); !s.backlog || b < s.scanAfter {
-		s.scanAfter = b
+	// id <= scanAfter is before(id) < scanAfter (ids have one length),
+	// without building a string for every request that waits.
+	if !s.backlog || id <= s.scanAfter {
+		s.scanAfter = before(id)
 	}
 	s.backlog = true
 }

@@ -187,12 +187,13 @@ func (p *proc) logs() string {
 }
 
 // The binary serves on its embedded authorization service, answers a
-// request, logs one line per listener, never logs a full token, and exits 0
+// request, logs one line per listener, never logs a full token (not even at
+// debug level, where every request is logged), and exits 0
 // on SIGTERM; the sessions command reads the stopped store.
 func TestServeBinary(t *testing.T) {
 	dataDir := t.TempDir()
 	p := start(t, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--authz-listen", "127.0.0.1:0",
-		"--data-dir", dataDir, "--allow-private-callbacks", "--callback-max-attempts", "1")
+		"--data-dir", dataDir, "--allow-private-callbacks", "--callback-max-attempts", "1", "--log-level", "debug")
 	public := p.addr(t, "public listener")
 	admin := p.addr(t, "admin listener")
 	p.addr(t, "authorization service listener")
