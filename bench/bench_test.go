@@ -74,6 +74,13 @@ func TestBenchSmoke(t *testing.T) {
 	if s.Chargeauth.Memory == nil || s.Chargeauth.Memory.PeakHeapBytes == 0 {
 		t.Errorf("no memory figures: %+v", s.Chargeauth.Memory)
 	}
+	mustHaveTimeline(t, "ceiling", s.Ceiling.Timeline, s.Ceiling.Accepted, 0)
+	mustHaveTimeline(t, "chargeauth", s.Chargeauth.Timeline, s.Chargeauth.Accepted, cb.Received)
+	if s.Ceiling.Timeline[0].CallbackPoint != nil || s.Chargeauth.Timeline[0].CallbackPoint == nil {
+		t.Errorf("callbacks in the timeline: ceiling %v, chargeauth %v",
+			s.Ceiling.Timeline[0].CallbackPoint != nil, s.Chargeauth.Timeline[0].CallbackPoint != nil)
+	}
+	mustBePNG(t, chartPath(o.out))
 }
 
 func TestParseID(t *testing.T) {
@@ -172,8 +179,10 @@ func TestBurstSmoke(t *testing.T) {
 	if got.Memory.PeakHeapAllocBytes == 0 || got.Memory.PeakRSSBytes == 0 || len(got.Series) == 0 {
 		t.Errorf("no memory figures or series: %+v, %d samples", got.Memory, len(got.Series))
 	}
-	if got.Memory.BenchBookkeepingBytes != uint64(o.burst)*12 {
-		t.Errorf("bookkeeping %d bytes, want 12 per request", got.Memory.BenchBookkeepingBytes)
+	mustHaveTimeline(t, "burst", got.Timeline, got.Accepted, c.Received)
+	mustBePNG(t, chartPath(o.out))
+	if got.Memory.BenchBookkeepingBytes != uint64(o.burst)*16 {
+		t.Errorf("bookkeeping %d bytes, want 16 per request", got.Memory.BenchBookkeepingBytes)
 	}
 }
 

@@ -32,7 +32,8 @@ import (
 // (burstTokenPrefix + 10 digits), which the callback echoes: the sink finds
 // the request's slot without a map, and checks that the callback's
 // webhook-id is the request_id of that request's 202 (a 32-bit fingerprint
-// of it). The slots are allocated once, 12 bytes per request, and reported
+// of it) and the end-to-end latency from the time of the 202 the slot
+// keeps. The slots are allocated once, 16 bytes per request, and reported
 // as the bench's own bookkeeping.
 
 const (
@@ -157,7 +158,11 @@ type BurstReport struct {
 	// Series holds one sample per 100ms, from the start of the load to the
 	// end of the drain.
 	Series []BurstSample `json:"series"`
-	Notes  []string      `json:"notes"`
+	// Timeline has a point per second since the load started, through the
+	// drain: 202s and ack latencies, callbacks and end-to-end latencies
+	// (timeline.go).
+	Timeline []TimelinePoint `json:"timeline"`
+	Notes    []string        `json:"notes"`
 }
 
 type burstConfigJSON struct {
@@ -244,7 +249,7 @@ type BurstMemory struct {
 	// BaselineHeapBytes is HeapAlloc after a GC, with the service started
 	// and before the load.
 	BaselineHeapBytes uint64 `json:"baseline_heap_bytes"`
-	// BenchBookkeepingBytes is the sink's per-request slots (12 bytes per
+	// BenchBookkeepingBytes is the sink's per-request slots (16 bytes per
 	// request, allocated before the load): part of every heap figure.
 	BenchBookkeepingBytes uint64 `json:"bench_bookkeeping_bytes"`
 	HeapProfile           string `json:"heap_profile,omitempty"`
@@ -386,6 +391,7 @@ func (cfg BurstConfig) Run() (_ *BurstReport, err error) {
 	// The load.
 	loadStart := time.Now()
 	tr.base = loadStart
+	tr.tl = newTimeline(loadStart)
 	sampler := startBurstSampler(loadStart, tr, eng, out, cfg.HeapProfile)
 	prefix, suffix := burstBodyParts("http://" + sinkLn.Addr().String() + "/callback")
 	drainHist := newHistogram()
@@ -406,7 +412,7 @@ func (cfg BurstConfig) Run() (_ *BurstReport, err error) {
 		},
 	}
 	load := LoadConfig{Concurrency: cfg.Concurrency, Requests: cfg.Requests, Timeout: cfg.Timeout}
-	res := runLoadHooks(load, svc.Addr(), nil, nil, hooks)
+	res := runLoadHooks(load, svc.Addr(), nil, nil, hooks, tr.tl)
 	loadEnd := time.Now()
 	tr.markLoadEnd(loadEnd)
 	fmt.Fprintf(out, "load done: %d sent, %d 202s in %.1fs (%.0f/s); waiting (at most %s) for the callbacks...\n",
@@ -436,7 +442,7 @@ func (cfg BurstConfig) Run() (_ *BurstReport, err error) {
 		Errors: res.Errors, ErrorExamples: res.Examples,
 		LoadSeconds: res.Elapsed.Seconds(),
 		Ack:         res.Ack.Summary(), AckDuringDrain: drainHist.Summary(),
-		Series: series,
+		Series: series, Timeline: tr.tl.points(true),
 	}
 	for _, n := range res.Errors {
 		r.ErrorTotal += n
@@ -563,10 +569,19 @@ func probeFake(addr string, conc int, d, timeout time.Duration) FakeCapacity {
 }
 
 // burstSlot is one request's bookkeeping: state bits (1: 202 read, 2: a
-// callback received), and 32-bit fingerprints of the 202's request_id and
-// of the first callback's webhook-id (0: none).
+// callback received), 32-bit fingerprints of the 202's request_id and of
+// the first callback's webhook-id (0: none), and when the 202 was read
+// (ackTick).
 type burstSlot struct {
-	state, ackFP, cbFP atomic.Uint32
+	state, ackFP, cbFP, ackAt atomic.Uint32
+}
+
+// burstTick is the unit of burstSlot.ackAt: 10µs, so 32 bits span 11.9h.
+const burstTick = 10 * time.Microsecond
+
+// ackTick is ns (since the tracker's base) in burstTicks, plus 1 (0: none).
+func ackTick(ns int64) uint32 {
+	return uint32(min(ns/int64(burstTick)+1, math.MaxUint32))
 }
 
 // burstTracker matches 202s to callbacks through the sequence number in the
@@ -574,6 +589,9 @@ type burstSlot struct {
 type burstTracker struct {
 	base  time.Time // the load's start
 	slots []burstSlot
+	// tl is the load's timeline: the tracker adds the callbacks and the
+	// end-to-end latencies (by the second each callback arrived in).
+	tl *timeline
 
 	acked      atomic.Int64 // slots with a 202 read
 	matched    atomic.Int64 // slots with a 202 and a callback
@@ -619,9 +637,11 @@ func (t *burstTracker) ack(seq int64, body []byte, at time.Time) {
 		t.badAcks.Add(1)
 		return
 	}
-	t.firstAck.CompareAndSwap(0, t.since(at))
+	ns := t.since(at)
+	t.firstAck.CompareAndSwap(0, ns)
 	s := &t.slots[seq]
 	s.ackFP.Store(fingerprint(id))
+	s.ackAt.Store(ackTick(ns)) // before the state bit: callback reads it after
 	old := s.state.Or(1)
 	if old&1 != 0 {
 		return // cannot happen: one 202 per request
@@ -629,14 +649,19 @@ func (t *burstTracker) ack(seq int64, body []byte, at time.Time) {
 	t.acked.Add(1)
 	if old&2 != 0 {
 		t.matched.Add(1)
+		// The callback came first: a latency of (clamped to) 1µs, in the
+		// second of the 202 (the slot does not keep the callback's time).
+		t.tl.e2e(at, 0)
 	}
 }
 
 // callback is the sink's handler: it places the callback by the sequence
 // number in its driver token and answers 204.
 func (t *burstTracker) callback(ctx *fasthttp.RequestCtx) {
+	at := time.Now()
 	ctx.SetStatusCode(fasthttp.StatusNoContent)
 	t.callbacks.Add(1)
+	t.tl.callback(at)
 	body := ctx.PostBody()
 	switch string(jsonString(body, "status")) {
 	case "allowed":
@@ -662,7 +687,7 @@ func (t *burstTracker) callback(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	old := s.state.Or(2)
-	now := t.since(time.Now())
+	now := t.since(at)
 	for {
 		last := t.lastCB.Load()
 		if now <= last || t.lastCB.CompareAndSwap(last, now) {
@@ -672,6 +697,7 @@ func (t *burstTracker) callback(ctx *fasthttp.RequestCtx) {
 	t.firstCBs.Add(1)
 	if old&1 != 0 {
 		t.matched.Add(1)
+		t.tl.e2e(at, time.Duration(now-(int64(s.ackAt.Load())-1)*int64(burstTick)))
 	}
 }
 

@@ -44,7 +44,7 @@ func (cfg CeilingConfig) Run() (*Report, error) {
 
 	body := requestBody("http://127.0.0.1:9/callback")
 	mem := startMemSampler()
-	res := runLoad(cfg.Load, ln.Addr().String(), body, nil)
+	res := runLoad(cfg.Load, ln.Addr().String(), body, nil, nil)
 	m := mem.Stop()
 
 	if err := srv.Shutdown(); err != nil {

@@ -106,7 +106,9 @@ func (cfg ChargeauthConfig) Run() (_ *Report, err error) {
 
 	body := requestBody("http://" + sinkLn.Addr().String() + "/callback")
 	mem := startMemSampler()
-	res := runLoad(cfg.Load, svc.Addr(), body, tr.acked)
+	// Set before the load, so before any callback reaches the sink.
+	tr.tl = newTimeline(time.Now())
+	res := runLoad(cfg.Load, svc.Addr(), body, tr.acked, tr.tl)
 	drainStart := time.Now()
 	timedOut := !tr.waitAll(res.Accepted, cfg.DrainTimeout)
 	drained := time.Since(drainStart)
@@ -120,6 +122,7 @@ func (cfg ChargeauthConfig) Run() (_ *Report, err error) {
 	r := newReport("chargeauth", res)
 	r.Memory = &m
 	r.Callbacks = tr.report(res.Accepted, drained, timedOut)
+	r.Timeline = tr.tl.points(true)
 	return r, nil
 }
 
@@ -135,7 +138,10 @@ type track struct {
 type tracker struct {
 	base time.Time
 	e2e  *histogram
-	mu   struct {
+	// tl is the load's timeline: the tracker adds the callbacks and the
+	// end-to-end latencies, by the second each callback arrived in.
+	tl *timeline
+	mu struct {
 		sync.Mutex
 		ids       map[reqID]track
 		matched   int64 // ids with both a 202 and a callback
@@ -187,12 +193,15 @@ func (t *tracker) acked(body []byte, at time.Time) {
 	t.mu.Unlock()
 	if e2e != -1 {
 		t.e2e.Record(time.Duration(e2e))
+		t.tl.e2e(t.base.Add(time.Duration(tr.recv)), time.Duration(e2e))
 	}
 }
 
 // callback is the sink's handler: it records the arrival and answers 204.
 func (t *tracker) callback(ctx *fasthttp.RequestCtx) {
-	ns := t.since(time.Now())
+	now := time.Now()
+	ns := t.since(now)
+	t.tl.callback(now)
 	id, ok := parseID(ctx.Request.Header.Peek("webhook-id"))
 	status := jsonString(ctx.PostBody(), "status")
 	t.mu.Lock()
@@ -219,6 +228,7 @@ func (t *tracker) callback(ctx *fasthttp.RequestCtx) {
 	t.mu.Unlock()
 	if e2e != -1 {
 		t.e2e.Record(time.Duration(e2e))
+		t.tl.e2e(now, time.Duration(e2e))
 	}
 	ctx.SetStatusCode(fasthttp.StatusNoContent)
 }

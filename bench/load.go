@@ -59,6 +59,8 @@ type loadResult struct {
 	Examples map[string]string
 	Elapsed  time.Duration
 	Ack      *histogram
+	// Timeline has every 202 by the second it was read in.
+	Timeline *timeline
 }
 
 // onAccepted is told of every 202, with its body (valid only during the
@@ -67,9 +69,11 @@ type onAccepted func(body []byte, at time.Time)
 
 // runLoad sends body to http://addr/charge_point/session/ as cfg says and
 // returns once every worker has stopped: after cfg.Duration (plus at most
-// one cfg.Timeout) or cfg.Requests requests.
-func runLoad(cfg LoadConfig, addr string, body []byte, accepted onAccepted) loadResult {
-	return runLoadHooks(cfg, addr, body, accepted, nil)
+// one cfg.Timeout) or cfg.Requests requests. The load starts at tl's start,
+// which should be just now, and its 202s are recorded in tl (nil: a
+// timeline starting now).
+func runLoad(cfg LoadConfig, addr string, body []byte, accepted onAccepted, tl *timeline) loadResult {
+	return runLoadHooks(cfg, addr, body, accepted, nil, tl)
 }
 
 // loadHooks let a workload vary each request and see each 202 with its
@@ -85,7 +89,10 @@ type loadHooks struct {
 }
 
 // runLoadHooks is runLoad with hooks (nil: none).
-func runLoadHooks(cfg LoadConfig, addr string, body []byte, accepted onAccepted, hooks *loadHooks) loadResult {
+func runLoadHooks(cfg LoadConfig, addr string, body []byte, accepted onAccepted, hooks *loadHooks, tl *timeline) loadResult {
+	if tl == nil {
+		tl = newTimeline(time.Now())
+	}
 	client := &fasthttp.HostClient{
 		Addr:                      addr,
 		Name:                      "chargeauth-bench",
@@ -97,11 +104,11 @@ func runLoadHooks(cfg LoadConfig, addr string, body []byte, accepted onAccepted,
 	defer client.CloseIdleConnections()
 
 	g := &generator{cfg: cfg, client: client, uri: "http://" + addr + sessionPath, body: body,
-		accepted: accepted, hooks: hooks, ack: newHistogram()}
+		accepted: accepted, hooks: hooks, ack: newHistogram(), tl: tl}
 	g.errs.n = map[string]int64{}
 	g.errs.example = map[string]string{}
 
-	start := time.Now()
+	start := tl.start
 	var end time.Time
 	if cfg.Duration > 0 {
 		end = start.Add(cfg.Duration)
@@ -123,7 +130,7 @@ func runLoadHooks(cfg LoadConfig, addr string, body []byte, accepted onAccepted,
 	return loadResult{
 		Sent: g.sent.Load(), Accepted: g.acks.Load(),
 		Errors: g.errs.n, Examples: g.errs.example,
-		Elapsed: time.Since(start), Ack: g.ack,
+		Elapsed: time.Since(start), Ack: g.ack, Timeline: tl,
 	}
 }
 
@@ -135,6 +142,7 @@ type generator struct {
 	accepted onAccepted
 	hooks    *loadHooks
 	ack      *histogram
+	tl       *timeline
 
 	issued atomic.Int64 // requests claimed against cfg.Requests
 	sent   atomic.Int64
@@ -243,6 +251,7 @@ func (g *generator) do(req *fasthttp.Request, resp *fasthttp.Response, from time
 	}
 	lat := now.Sub(from)
 	g.ack.Record(lat)
+	g.tl.ack(now, lat)
 	g.acks.Add(1)
 	if g.accepted != nil {
 		g.accepted(resp.Body(), now)

@@ -10,6 +10,8 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"time"
+
+	"github.com/chargeauth/chargeauth/http/api"
 )
 
 // options are the command line.
@@ -32,13 +34,15 @@ type options struct {
 }
 
 func main() {
+	// As serve does, and for both workloads, so that they compare.
+	api.ScaleGOMAXPROCS()
 	var o options
 	flag.IntVar(&o.load.Concurrency, "concurrency", 64, "workers (and connections) of the load generator")
 	flag.DurationVar(&o.load.Duration, "duration", 10*time.Second, "how long each workload's load lasts (0: bounded by -requests only)")
 	flag.Int64Var(&o.load.Requests, "requests", 0, "requests per workload (0: bounded by -duration only); whichever limit comes first stops the load")
 	flag.Float64Var(&o.load.Rate, "rate", 0, "open loop: requests per second (0: closed loop)")
 	flag.DurationVar(&o.load.Timeout, "timeout", 10*time.Second, "timeout of one request")
-	flag.StringVar(&o.out, "out", "bench/out/report.json", "JSON report file (its directory is created)")
+	flag.StringVar(&o.out, "out", "bench/out/report.json", "JSON report file (its directory is created); the chart goes beside it, with .png for its extension")
 	flag.StringVar(&o.tempDir, "tmp", "", "parent of chargeauth's fresh data directory, on the disk to measure (default: the system temp dir)")
 	flag.DurationVar(&o.drainTimeout, "drain-timeout", maxDrain, "longest wait for callbacks after the load (at most 60s)")
 	flag.IntVar(&o.authzConc, "authz-concurrency", 0, "chargeauth's --authz-concurrency (0: its default)")
@@ -128,6 +132,11 @@ func run(o options, w io.Writer) error {
 			return fmt.Errorf("report: %w", err)
 		}
 		fmt.Fprintf(w, "report written to %s\n", o.out)
+		png := chartPath(o.out)
+		if err := writeChart(png, s.chartTitle(), s.chartWorkloads()); err != nil {
+			return fmt.Errorf("chart: %w", err)
+		}
+		fmt.Fprintf(w, "chart written to %s\n", png)
 	}
 	if cb := chargeauth.Callbacks; cb != nil && cb.Lost != 0 {
 		return fmt.Errorf("%w: %d of %d", errLost, cb.Lost, chargeauth.Accepted)
@@ -186,6 +195,12 @@ func runBurst(o options, w io.Writer) error {
 			return fmt.Errorf("report: %w", err)
 		}
 		fmt.Fprintf(w, "report written to %s\n", o.out)
+		png := chartPath(o.out)
+		ws := []chartWorkload{{Name: "chargeauth", Timeline: r.Timeline, LoadEndS: r.LoadSeconds, Color: chargeauthColor}}
+		if err := writeChart(png, r.chartTitle(), ws); err != nil {
+			return fmt.Errorf("chart: %w", err)
+		}
+		fmt.Fprintf(w, "chart written to %s\n", png)
 	}
 	if c := r.Callbacks; c.Lost != 0 || r.Drain.TimedOut {
 		return fmt.Errorf("%w: %d of %d (drain timed out: %v)", errLost, c.Lost, r.Accepted, r.Drain.TimedOut)

@@ -33,6 +33,9 @@ type Report struct {
 	Ack       Latency         `json:"ack"`
 	Callbacks *CallbackReport `json:"callbacks,omitempty"`
 	Memory    *MemoryReport   `json:"memory,omitempty"`
+	// Timeline has a point per second since the load started, through
+	// the drain for chargeauth (timeline.go).
+	Timeline []TimelinePoint `json:"timeline"`
 }
 
 func newReport(workload string, res loadResult) *Report {
@@ -40,6 +43,7 @@ func newReport(workload string, res loadResult) *Report {
 		Workload: workload, Sent: res.Sent, Accepted: res.Accepted,
 		Errors: res.Errors, ErrorExamples: res.Examples,
 		ElapsedSeconds: res.Elapsed.Seconds(), Ack: res.Ack.Summary(),
+		Timeline: res.Timeline.points(false),
 	}
 	for _, n := range res.Errors {
 		r.ErrorTotal += n
