@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -58,7 +59,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.callbackMaxAge, "callback-max-age", 24*time.Hour, "no callback retry later than this after the decision")
 	fs.BoolVar(&f.allowPrivateCallbacks, "allow-private-callbacks", false, "allow callbacks to loopback, private and link-local addresses")
 	fs.StringVar(&f.callbackAllowCIDR, "callback-allow-cidr", "", "address ranges (CIDR, space- or comma-separated) callbacks may reach even if private")
-	fs.IntVar(&f.callbackHostConcurrency, "callback-host-concurrency", 16, "most callbacks in flight to one receiver host")
+	fs.IntVar(&f.callbackHostConcurrency, "callback-host-concurrency", 64, "most callbacks in flight to one receiver host")
 	fs.StringVar(&f.callbackCAFile, "callback-ca-file", "", "PEM file of extra root certificates for HTTPS callbacks")
 	fs.IntVar(&f.maxInflight, "max-inflight", 10000, "most live request actors; the rest wait in the store")
 	fs.IntVar(&f.maxBacklog, "max-backlog", 0, "most requests waiting in the store before accepts get 503 (0: bounded by disk only)")
@@ -141,6 +142,7 @@ func serve(args []string, stderr io.Writer) error {
 	cidrs, _ := parseCIDRs(f.callbackAllowCIDR) // checked above
 	log, _ := newLogger(stderr, f.logLevel, f.logFormat)
 	slog.SetDefault(log)
+	log.Debug("runtime", "gomaxprocs", api.ScaleGOMAXPROCS(), "cpus", runtime.NumCPU())
 
 	authzURL := f.authzURL
 	if authzURL == "" {
