@@ -92,7 +92,8 @@ type Config struct {
 	CallbackConcurrency int
 	// CallbackHostConcurrency bounds the attempts in flight to one
 	// receiver host, so a slow receiver cannot starve the others.
-	// Default: 16.
+	// Default: 64 (most fleets call back one host, their own backend:
+	// 16 capped them at 16 / the attempt's latency).
 	CallbackHostConcurrency int
 	// CallbackQueueLimit bounds the callbacks held in memory (queued,
 	// waiting for a retry, or in flight); the rest wait in the store.
@@ -162,7 +163,7 @@ func (c *Config) setDefaults() {
 		c.CallbackConcurrency = 256
 	}
 	if c.CallbackHostConcurrency == 0 {
-		c.CallbackHostConcurrency = 16
+		c.CallbackHostConcurrency = 64
 	}
 	if c.CallbackQueueLimit == 0 {
 		c.CallbackQueueLimit = 10000

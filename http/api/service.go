@@ -57,7 +57,7 @@ type Config struct {
 	// AllowPrivateCallbacks. Default: none.
 	CallbackAllowCIDRs []netip.Prefix
 	// CallbackHostConcurrency bounds callbacks in flight per receiver host.
-	// Default: 16.
+	// Default: 64.
 	CallbackHostConcurrency int
 	// CallbackCAFile adds trusted roots for HTTPS callbacks. Default: "".
 	CallbackCAFile string
