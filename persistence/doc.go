@@ -4,9 +4,9 @@
 //
 // # Key layout
 //
-//	r/<id>          -> the session.Record, JSON-encoded (encoding/json; the
-//	                   encoding may become binary later, so read records only
-//	                   through this package)
+//	r/<id>          -> the session.Record in a versioned binary encoding
+//	                   (codec.go has the layout; JSON, as written before it,
+//	                   is still read); read records only through this package
 //	s/<state>/<id>  -> empty: the state index, one entry per record, in the
 //	                   record's current state
 //

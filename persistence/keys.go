@@ -1,7 +1,6 @@
 package persistence
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/chargeauth/chargeauth/session"
@@ -46,20 +45,39 @@ func idAfter(prefix []byte, id string) []byte {
 	return append(k, 0)
 }
 
-// encodeRecord is the value stored under r/<id>.
+// encodeRecord is the value stored under r/<id>: the recordV1 encoding (see
+// codec.go), in one allocation of exactly its size. It refuses a record with
+// more attempts than decodeRecord accepts.
 func encodeRecord(rec *session.Record) ([]byte, error) {
-	v, err := json.Marshal(rec)
-	if err != nil {
-		return nil, fmt.Errorf("persistence: encode %s: %w", rec.ID, err)
+	if len(rec.Attempts) > maxAttemptsDecoded {
+		return nil, fmt.Errorf("persistence: encode %s: %d attempts, more than %d",
+			rec.ID, len(rec.Attempts), maxAttemptsDecoded)
 	}
-	return v, nil
+	return appendRecord(make([]byte, 0, recordSize(rec)), rec), nil
 }
 
-// decodeRecord reads a value stored under r/<id>. v may be reused by Pebble
-// after the call: decodeRecord copies what it keeps.
+// decodeRecord reads a value stored under r/<id>: recordV1, or the JSON
+// written before it. v may be reused by Pebble after the call: decodeRecord
+// copies what it keeps. Times decode in UTC from recordV1 and in their
+// written offset from JSON: compare them with Equal.
 func decodeRecord(id string, v []byte) (session.Record, error) {
-	var rec session.Record
-	if err := json.Unmarshal(v, &rec); err != nil {
+	var (
+		rec session.Record
+		err error
+	)
+	switch {
+	case len(v) == 0:
+		return session.Record{}, fmt.Errorf("%w %s: empty value", errCorrupt, id)
+	case v[0] == recordV1:
+		if rec, err = decodeRecordV1(v); err != nil {
+			return session.Record{}, fmt.Errorf("%w %s: %w", errCorrupt, id, err)
+		}
+	case v[0] == recordJSON:
+		rec, err = decodeRecordJSON(v)
+	default:
+		err = fmt.Errorf("unknown format version 0x%02x", v[0])
+	}
+	if err != nil {
 		return session.Record{}, fmt.Errorf("persistence: decode %s: %w", id, err)
 	}
 	return rec, nil
