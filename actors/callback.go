@@ -35,6 +35,8 @@ type callbackSender struct {
 	e    *Engine
 	log  *slog.Logger
 	busy int
+	// workers is the number of attempt goroutines started (see submit).
+	workers int
 
 	// Callbacks due now wait in one FIFO per receiver host; hosts with
 	// work and a free slot (fewer than CallbackHostConcurrency in flight)
@@ -205,11 +207,28 @@ func (c *callbackSender) run(ctx actor.Context) {
 		c.busy++
 		c.e.callbacksBusy.Add(1)
 		self, root := ctx.Self(), c.e.system.Root
-		go func() { root.Send(self, c.attempt(rec)) }()
+		c.submit(func() { root.Send(self, c.attempt(rec)) })
 	}
 	if len(c.ready) == 0 {
 		c.ready = nil
 	}
+}
+
+// submit runs an attempt on one of up to CallbackConcurrency long-lived
+// goroutines, started as needed. A goroutine per attempt spent about 3% of
+// the service's CPU growing its stack (fasthttp's client and Pebble's commit
+// run deep); these keep theirs. busy bounds the attempts in flight to
+// CallbackConcurrency, the channel's capacity, so the send never blocks.
+func (c *callbackSender) submit(attempt func()) {
+	if c.workers < c.busy {
+		c.workers++
+		go func() {
+			for attempt := range c.e.attempts {
+				attempt()
+			}
+		}()
+	}
+	c.e.attempts <- attempt
 }
 
 // roundStart is when the current round of attempts began: the decision, or

@@ -236,6 +236,10 @@ type Engine struct {
 
 	callbacksBusy atomic.Int64 // callback attempts in flight
 
+	// attempts feeds the callback attempt goroutines (see
+	// callbackSender.submit); closed by Stop once the sender has stopped.
+	attempts chan func()
+
 	mu struct {
 		sync.RWMutex
 		stopping bool
@@ -265,6 +269,7 @@ func Start(cfg Config) (*Engine, error) {
 	e.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return protoLog }))
 	root := e.system.Root
 
+	e.attempts = make(chan func(), cfg.CallbackConcurrency)
 	var err error
 	if e.sender, err = root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newCallbackSender(e) }), "callbacks"); err != nil {
 		return nil, fmt.Errorf("actors: spawn callback sender: %w", err)
@@ -407,6 +412,9 @@ func (e *Engine) Stop(grace time.Duration) {
 		if pid != nil {
 			_ = root.StopFuture(pid).Wait()
 		}
+	}
+	if e.attempts != nil {
+		close(e.attempts) // the sender, its only writer, has stopped
 	}
 	if e.pool != nil {
 		root.Stop(e.pool)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -19,7 +20,11 @@ type MemoryReport struct {
 	// be reset, the highest VmRSS sampled.
 	PeakRSSBytes uint64 `json:"peak_rss_bytes"`
 	RSSSource    string `json:"rss_source"`
-	Note         string `json:"note"`
+	// CPUSeconds is the process's user and system CPU time from the start
+	// of the load to the end of the drain: the most stable figure on a
+	// shared machine, where throughput swings with the neighbours.
+	CPUSeconds float64 `json:"cpu_seconds"`
+	Note       string  `json:"note"`
 }
 
 const memNote = "in-process: includes the load generator (and, for chargeauth, the authz server and callback sink)"
@@ -31,6 +36,7 @@ type memSampler struct {
 	hwmOK    bool
 	peakHeap uint64
 	peakRSS  uint64
+	cpu0     time.Duration
 }
 
 // startMemSampler collects garbage left by earlier work, resets the peak RSS
@@ -40,6 +46,7 @@ func startMemSampler() *memSampler {
 	m := &memSampler{stop: make(chan struct{}), done: make(chan struct{})}
 	m.hwmOK = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil
 	m.sample()
+	m.cpu0 = cpuTime()
 	go func() {
 		defer close(m.done)
 		t := time.NewTicker(100 * time.Millisecond)
@@ -70,7 +77,8 @@ func (m *memSampler) Stop() MemoryReport {
 	close(m.stop)
 	<-m.done
 	m.sample()
-	r := MemoryReport{PeakHeapBytes: m.peakHeap, PeakRSSBytes: m.peakRSS, RSSSource: "VmRSS sampled every 100ms", Note: memNote}
+	r := MemoryReport{PeakHeapBytes: m.peakHeap, PeakRSSBytes: m.peakRSS, RSSSource: "VmRSS sampled every 100ms",
+		CPUSeconds: (cpuTime() - m.cpu0).Seconds(), Note: memNote}
 	if hwm, ok := procStatus("VmHWM:"); ok && m.hwmOK {
 		r.PeakRSSBytes = max(hwm, m.peakRSS)
 		r.RSSSource = "VmHWM (reset before the workload)"
@@ -98,4 +106,13 @@ func procStatus(field string) (uint64, bool) {
 		return 0, false
 	}
 	return kb << 10, true
+}
+
+// cpuTime is the process's user plus system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -180,6 +180,11 @@ func (s *Summary) WriteTable(w io.Writer) error {
 	if c.Memory != nil && a.Memory != nil {
 		row("peak heap MiB", mib(c.Memory.PeakHeapBytes), mib(a.Memory.PeakHeapBytes), "")
 		row("peak RSS MiB", mib(c.Memory.PeakRSSBytes), mib(a.Memory.PeakRSSBytes), "")
+		perReq := func(r *Report) string {
+			return fmt.Sprintf("%.1f", r.Memory.CPUSeconds*1e6/float64(max(r.Accepted, 1)))
+		}
+		row("CPU us per 202", perReq(c), perReq(a), fmt.Sprintf("%.2f",
+			a.Memory.CPUSeconds*float64(max(c.Accepted, 1))/float64(max(a.Accepted, 1))/max(c.Memory.CPUSeconds, 1e-9)))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
