@@ -33,6 +33,12 @@ type ChargeauthConfig struct {
 	DrainTimeout time.Duration
 	// AuthzConcurrency is passed to the service; 0: its default.
 	AuthzConcurrency int
+	// AuthzDelay, if set, holds every answer of the authorization service
+	// that long: the service chargeauth protects is then the bottleneck,
+	// as in production, and the accepts run ahead of the decisions (the
+	// backlog waits on disk; what passes its deadline there is decided
+	// unknown without a call). Default: 0 (answers at once).
+	AuthzDelay time.Duration
 	// Logger receives the service's and the authorization service's logs.
 	// Default: discarded.
 	Logger *slog.Logger
@@ -71,8 +77,17 @@ func (cfg ChargeauthConfig) Run() (_ *Report, err error) {
 		return nil, fmt.Errorf("chargeauth: authz listen: %w", err)
 	}
 	authzSrv := authz.NewServer(authz.Config{ACL: list, Logger: log})
-	go authzSrv.Serve(authzLn) //nolint:errcheck // returns nil after Shutdown
-	defer authzSrv.Shutdown()  //nolint:errcheck
+	if d := cfg.AuthzDelay; d > 0 {
+		slow := &fasthttp.Server{Name: "bench-slow-authz", Handler: func(ctx *fasthttp.RequestCtx) {
+			time.Sleep(d)
+			authzSrv.Handler(ctx)
+		}}
+		go slow.Serve(authzLn) //nolint:errcheck // ends at Shutdown
+		defer slow.Shutdown()  //nolint:errcheck
+	} else {
+		go authzSrv.Serve(authzLn) //nolint:errcheck // returns nil after Shutdown
+		defer authzSrv.Shutdown()  //nolint:errcheck
+	}
 
 	tr := newTracker()
 	sinkLn, err := net.Listen("tcp", "127.0.0.1:0")

@@ -21,6 +21,7 @@ type options struct {
 	tempDir      string
 	drainTimeout time.Duration
 	authzConc    int
+	authzDelay   time.Duration
 	verbose      bool
 	cpuProfile   string
 
@@ -46,6 +47,7 @@ func main() {
 	flag.StringVar(&o.tempDir, "tmp", "", "parent of chargeauth's fresh data directory, on the disk to measure (default: the system temp dir)")
 	flag.DurationVar(&o.drainTimeout, "drain-timeout", maxDrain, "longest wait for callbacks after the load (at most 60s)")
 	flag.IntVar(&o.authzConc, "authz-concurrency", 0, "chargeauth's --authz-concurrency (0: its default)")
+	flag.DurationVar(&o.authzDelay, "authz-delay", 0, "compare: the authorization service answers after this long (the service being protected is the bottleneck; accepts run ahead on disk)")
 	flag.BoolVar(&o.verbose, "v", false, "show the service's logs on stderr")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the chargeauth workload to this file")
 	flag.StringVar(&o.workload, "workload", "compare", "compare: the ceiling and chargeauth under the same load; burst: -burst requests at once, then the drain (burst.go)")
@@ -112,7 +114,7 @@ func run(o options, w io.Writer) error {
 	debug.FreeOSMemory() // so the chargeauth run's RSS does not start from the ceiling's
 
 	cc := ChargeauthConfig{Load: o.load, TempDir: o.tempDir, DrainTimeout: o.drainTimeout,
-		AuthzConcurrency: o.authzConc, Logger: logger}
+		AuthzConcurrency: o.authzConc, AuthzDelay: o.authzDelay, Logger: logger}
 	stopProfile, err := startCPUProfile(o.cpuProfile)
 	if err != nil {
 		return err

@@ -90,6 +90,7 @@ type loadJSON struct {
 type extraJSON struct {
 	DataDirParent    string `json:"data_dir_parent"`
 	AuthzConcurrency int    `json:"authz_concurrency"`
+	AuthzDelay       string `json:"authz_delay"`
 	DrainTimeout     string `json:"drain_timeout"`
 }
 
@@ -102,7 +103,7 @@ func newSummary(started time.Time, load LoadConfig, ch ChargeauthConfig, ceiling
 			Rate: load.Rate, Loop: "closed", Timeout: load.Timeout.String(),
 		},
 		Ceiling: ceiling, Chargeauth: chargeauth,
-		Extra: extraJSON{DataDirParent: cmp.Or(ch.TempDir, os.TempDir()), AuthzConcurrency: ch.AuthzConcurrency,
+		Extra: extraJSON{DataDirParent: cmp.Or(ch.TempDir, os.TempDir()), AuthzConcurrency: ch.AuthzConcurrency, AuthzDelay: ch.AuthzDelay.String(),
 			DrainTimeout: ch.DrainTimeout.String()},
 		Notes: []string{
 			"ack latency: request sent (open loop: due) -> 202 read; e2e: 202 read -> callback received, by webhook-id",
