@@ -2,12 +2,12 @@
 // protoactor-go:
 //
 //	Engine.Accept --(*Accepted)--> supervisor --spawns--> request actor (one per request, named by its id)
-//	request actor --(*Authorize)--> authz pool --> N workers --(HTTP)--> authorization service
+//	request actor --(*Authorize)--> authz pool --> N worker goroutines --(HTTP)--> authorization service
 //	request actor <-(*AuthzAnswered)-- worker         (or its own *deadlinePassed timer)
 //	request actor --store.Decide--> --(*DeliverCallback)--> callback sender --(HTTP)--> callback URL
 //
 // Engine.Accept writes the request to the store from the caller's goroutine,
-// so concurrent accepts share Pebble's fsync; only then does the supervisor
+// and concurrent accepts share one fsync (a group commit); only then does the supervisor
 // hear of it. The supervisor keeps at most MaxInflight request actors alive;
 // the rest wait in the store and are admitted oldest first as slots free.
 //

@@ -236,6 +236,9 @@ type Engine struct {
 
 	callbacksBusy atomic.Int64 // callback attempts in flight
 
+	// calls feeds the authz pool's worker goroutines; closed by Stop once
+	// the pool, its only writer, has stopped.
+	calls chan waitingCall
 	// attempts feeds the callback attempt goroutines (see
 	// callbackSender.submit); closed by Stop once the sender has stopped.
 	attempts chan func()
@@ -270,6 +273,7 @@ func Start(cfg Config) (*Engine, error) {
 	root := e.system.Root
 
 	e.attempts = make(chan func(), cfg.CallbackConcurrency)
+	e.calls = make(chan waitingCall, cfg.AuthzConcurrency)
 	var err error
 	if e.sender, err = root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newCallbackSender(e) }), "callbacks"); err != nil {
 		return nil, fmt.Errorf("actors: spawn callback sender: %w", err)
@@ -406,8 +410,7 @@ func (e *Engine) Stop(grace time.Duration) {
 	}
 	root := e.system.Root
 	// The supervisor's request actors stop at once (what is undecided stays
-	// pending in the store). The pool's workers may be blocked in an HTTP
-	// call: do not wait for them; their answers go nowhere.
+	// pending in the store).
 	for _, pid := range []*actor.PID{e.supervisor, e.sender} {
 		if pid != nil {
 			_ = root.StopFuture(pid).Wait()
@@ -416,8 +419,11 @@ func (e *Engine) Stop(grace time.Duration) {
 	if e.attempts != nil {
 		close(e.attempts) // the sender, its only writer, has stopped
 	}
+	// The pool's workers may be blocked in an HTTP call: they are not
+	// waited for; their answers go nowhere, and they end after it.
 	if e.pool != nil {
-		root.Stop(e.pool)
+		_ = root.StopFuture(e.pool).Wait()
+		close(e.calls)
 	}
 	e.system.Shutdown()
 }

@@ -167,7 +167,7 @@ func startOn(t *testing.T, cfg Config, authz *fakeAuthz, recv *fakeReceiver) *ha
 	e.System().EventStream.Subscribe(func(evt any) {
 		if dl, ok := evt.(*actor.DeadLetterEvent); ok {
 			switch dl.Message.(type) {
-			case *AuthzAnswered, *retryAuthorize, *deadlinePassed, *DeliverCallback, *CallbackAttempted:
+			case *AuthzAnswered, *retryAuthorize, *deadlinePassed, *DeliverCallback, *CallbackAttempted, *workerIdle:
 				// expected after a decision or while stopping
 			default:
 				t.Errorf("unexpected dead letter %T to %v", dl.Message, dl.PID)

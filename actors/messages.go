@@ -53,6 +53,9 @@ func (*deadlinePassed) IgnoreDeadLetterLogging()    {}
 // workerIdle tells the pool that a worker finished its call.
 type workerIdle struct{}
 
+// IgnoreDeadLetterLogging: a call that ends after Stop finds the pool gone.
+func (*workerIdle) IgnoreDeadLetterLogging() {}
+
 // DeliverCallback asks the callback sender to deliver a durable decision.
 type DeliverCallback struct {
 	Record session.Record

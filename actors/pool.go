@@ -21,10 +21,16 @@ var errDeadlinePassed = errors.New("actors: deadline passed before the call")
 // slow call never holds up calls queued behind it while another worker is
 // idle (no per-worker mailboxes, unlike a round-robin router). The queue is
 // bounded by MaxInflight: each request actor has at most one call waiting.
+//
+// The workers are goroutines that live as long as the engine, fed through
+// Engine.calls, not actors: an actor runs each message on a fresh goroutine,
+// which grew its stack again for every HTTP call (2.5% of the service's
+// CPU). The pool's count of idle workers bounds what it puts in the channel
+// to its capacity, so a send never blocks.
 type authzPool struct {
 	e       *Engine
 	log     *slog.Logger
-	idle    []*actor.PID
+	idle    int
 	waiting []waitingCall
 }
 
@@ -40,21 +46,22 @@ func newAuthzPool(e *Engine) *authzPool {
 func (p *authzPool) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
-		p.idle = p.idle[:0]
-		props := actor.PropsFromProducer(func() actor.Actor { return &authzWorker{e: p.e} })
-		for i := range p.e.cfg.AuthzConcurrency {
-			pid, err := ctx.SpawnNamed(props, fmt.Sprintf("w%d", i))
-			if err != nil {
-				p.log.Error("spawn worker", "err", err)
-				continue
-			}
-			p.idle = append(p.idle, pid)
+		p.idle = p.e.cfg.AuthzConcurrency
+		w := &authzWorker{e: p.e}
+		self, root := ctx.Self(), p.e.system.Root
+		for range p.idle {
+			go func() {
+				for c := range p.e.calls {
+					root.Send(c.replyTo, w.call(c.msg))
+					root.Send(self, &workerIdle{})
+				}
+			}()
 		}
 	case *Authorize:
 		p.waiting = append(p.waiting, waitingCall{msg: msg, replyTo: ctx.Sender()})
 		p.dispatch(ctx)
 	case *workerIdle:
-		p.idle = append(p.idle, ctx.Sender())
+		p.idle++
 		p.dispatch(ctx)
 	case *actor.Stopping, *actor.Stopped, *actor.Restarting, *actor.Terminated:
 	default:
@@ -66,7 +73,7 @@ func (p *authzPool) Receive(ctx actor.Context) {
 // at once those whose deadline has passed.
 func (p *authzPool) dispatch(ctx actor.Context) {
 	now := p.e.cfg.now()
-	for len(p.waiting) > 0 && len(p.idle) > 0 {
+	for len(p.waiting) > 0 && p.idle > 0 {
 		w := p.waiting[0]
 		p.waiting[0] = waitingCall{}
 		p.waiting = p.waiting[1:]
@@ -74,9 +81,8 @@ func (p *authzPool) dispatch(ctx actor.Context) {
 			ctx.Send(w.replyTo, &AuthzAnswered{Err: errDeadlinePassed})
 			continue
 		}
-		worker := p.idle[len(p.idle)-1]
-		p.idle = p.idle[:len(p.idle)-1]
-		ctx.RequestWithCustomSender(worker, w.msg, w.replyTo)
+		p.idle--
+		p.e.calls <- w
 	}
 	if len(p.waiting) == 0 {
 		p.waiting = nil // let the backing array go after a burst
@@ -88,21 +94,10 @@ type authzResult struct {
 	reason string
 }
 
-// authzWorker makes one HTTP call at a time. It blocks in Receive on
-// purpose: that is what bounds the load on the authorization service.
+// authzWorker makes the calls of the pool's worker goroutines, one at a
+// time each: that is what bounds the load on the authorization service.
 type authzWorker struct {
 	e *Engine
-}
-
-func (w *authzWorker) Receive(ctx actor.Context) {
-	switch msg := ctx.Message().(type) {
-	case *Authorize:
-		ctx.Respond(w.call(msg))
-		ctx.Request(ctx.Parent(), &workerIdle{}) // Request: the pool reads Sender
-	case *actor.Started, *actor.Stopping, *actor.Stopped, *actor.Restarting:
-	default:
-		w.e.log.Debug("unexpected message", "actor", "authz-worker", "type", typeName(msg))
-	}
 }
 
 func (w *authzWorker) call(msg *Authorize) (answer *AuthzAnswered) {
