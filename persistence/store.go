@@ -147,8 +147,8 @@ func stateIndex(s session.State) int {
 // Store is chargeauth's durable state: one record per request, indexed by
 // state. All methods are safe for concurrent use.
 type Store struct {
-	cfg  Config
-	log  *slog.Logger
+	cfg   Config
+	log   *slog.Logger
 	opts  *pebble.Options
 	cache *pebble.Cache // opts.Cache: kept across reopens, released by Close
 	db    *pebble.DB    // nil while a reopen after a failed write is pending
