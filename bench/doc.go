@@ -32,7 +32,22 @@
 // heap (HeapAlloc, sampled every 100ms) and peak RSS (VmHWM, reset before each
 // workload) are those of the whole process, load generator included.
 // Latencies go into HdrHistograms clamped to [1µs, 60s] with 3 significant
-// figures (histogram.go).
+// figures (histogram.go). "CPU us per 202" is the process's user and system
+// CPU time from the load's start to the drain's end, divided by the 202s;
+// its ratio to the ceiling's is the steadiest figure on a shared machine,
+// where throughput swings with the neighbours from one run to the next.
+//
+// -authz-delay D holds every answer of the in-process authorization service
+// D long. With D = 50ms (about 1 300 answers a second at the default
+// --authz-concurrency 64) the service chargeauth protects is the
+// bottleneck, as in production: the accepts run ahead of the decisions,
+// the backlog waits on disk, and what passes its 10s deadline there is
+// decided unknown without a call, so accepted/s is the front's durable
+// capacity. With D = 1ms it is the "1 ms fake authorization service" of
+// the end-to-end target.
+//
+// The bench calls api.ScaleGOMAXPROCS, as serve does, so both workloads
+// run with GOMAXPROCS at twice the CPUs (unless GOMAXPROCS is set).
 //
 // Each workload also keeps a timeline (timeline.go): one point per
 // wall-clock second since its load started, T=1 for [0s, 1s), from the
