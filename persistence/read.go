@@ -1,6 +1,7 @@
 package persistence
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -92,19 +93,44 @@ func (s *Store) scanPage(page []session.Record, st session.State, afterID string
 	if err != nil {
 		return page, fmt.Errorf("persistence: scan %s: %w", st, err)
 	}
+	// The records, read with a second iterator that only moves forward, as
+	// the index does: a Get per id opened the sstables' iterators and read
+	// their index blocks again for every record (a fifth of the CPU while a
+	// backlog drained).
+	recs, err := snap.NewIter(&pebble.IterOptions{LowerBound: []byte(recordPrefix), UpperBound: prefixEnd([]byte(recordPrefix))})
+	if err != nil {
+		_ = it.Close()
+		return page, fmt.Errorf("persistence: scan %s: %w", st, err)
+	}
+	var kb [64]byte
 	for valid := it.First(); valid && len(page) < want; valid = it.Next() {
 		id := string(it.Key()[len(prefix):])
-		rec, err := s.getRLocked(snap, id)
+		rec, err := readAt(recs, recordKey(kb[:0], id), id)
 		if err != nil {
-			_ = it.Close()
+			_ = errors.Join(it.Close(), recs.Close())
 			return page, fmt.Errorf("persistence: scan %s: index entry %s: %w", st, id, err)
 		}
 		page = append(page, rec)
 	}
-	if err := errors.Join(it.Error(), it.Close()); err != nil {
+	if err := errors.Join(it.Error(), it.Close(), recs.Error(), recs.Close()); err != nil {
 		return page, fmt.Errorf("persistence: scan %s: %w", st, err)
 	}
 	return page, nil
+}
+
+// readAt positions it at key, which must be there, and decodes its record.
+func readAt(it *pebble.Iterator, key []byte, id string) (session.Record, error) {
+	if !it.SeekGE(key) || !bytes.Equal(it.Key(), key) {
+		if err := it.Error(); err != nil {
+			return session.Record{}, fmt.Errorf("persistence: get %s: %w", id, err)
+		}
+		return session.Record{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	v, err := it.ValueAndErr()
+	if err != nil {
+		return session.Record{}, fmt.Errorf("persistence: get %s: %w", id, err)
+	}
+	return decodeRecord(id, v)
 }
 
 // List returns records newest first (descending id): those in state st (""
