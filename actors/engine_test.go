@@ -931,3 +931,25 @@ func TestOverflowDoesNotStallHealthyReceivers(t *testing.T) {
 		return nil
 	})
 }
+
+// An *Accepted that reaches the supervisor after a backlog scan already
+// admitted, decided and delivered its request (it was still in the mailbox)
+// starts an actor that finds the decision in the store: no second call to
+// the authorization service, no second callback.
+func TestLateAcceptedAfterScanChangesNothing(t *testing.T) {
+	authz := &fakeAuthz{delay: time.Millisecond}
+	h := startEngine(t, Config{MaxInflight: 1}, authz, &fakeReceiver{})
+	first := h.mustAccept("lateAcceptedToken000001")
+	second := h.mustAccept("lateAcceptedToken000002") // waits in the backlog; a scan admits it
+	h.waitState(first.ID, session.StateDelivered)
+	h.waitState(second.ID, session.StateDelivered)
+
+	h.engine.system.Root.Send(h.engine.supervisor, &Accepted{Record: second})
+	time.Sleep(200 * time.Millisecond)
+	if calls, _ := authz.stats(); calls != 2 {
+		t.Errorf("%d calls to the authorization service, want 2", calls)
+	}
+	if cbs := h.recv.callbacks(second.ID); len(cbs) != 1 {
+		t.Errorf("callbacks %v: want exactly one", cbs)
+	}
+}

@@ -23,8 +23,15 @@ type supervisor struct {
 
 	backlog   bool
 	scanAfter string // every waiting id is above it ("" = from the start)
-	scanned   bool   // a backlog scan has run: an *Accepted may repeat a request it admitted
+	// scanMax is the greatest id a scan has admitted: an *Accepted still in
+	// the mailbox at or below it may name a request a scan admitted, and
+	// that may even be decided already.
+	scanMax string
 }
+
+// refillBatches: a stopping request actor starts a refill once
+// MaxInflight/refillBatches slots (at least one) are free.
+const refillBatches = 100
 
 func newSupervisor(e *Engine) *supervisor {
 	return &supervisor{
@@ -61,7 +68,9 @@ func (s *supervisor) Receive(ctx actor.Context) {
 	case *actor.Terminated:
 		delete(s.live, msg.Who.Id[len(ctx.Self().Id)+1:])
 		s.e.live.Store(int64(len(s.live)))
-		if s.backlog {
+		// Refill once a batch of slots is free, not on every stop: each
+		// refill is a scan (a snapshot and two iterators).
+		if s.backlog && s.e.cfg.MaxInflight-len(s.live) >= max(1, s.e.cfg.MaxInflight/refillBatches) {
 			if err := s.refill(ctx); err != nil {
 				s.log.Error("backlog scan failed", "err", err)
 			}
@@ -77,7 +86,7 @@ func (s *supervisor) admit(ctx actor.Context, rec session.Record) {
 	if _, ok := s.live[id]; ok {
 		return // a backlog scan already admitted it
 	}
-	if !s.backlog && len(s.live) < s.e.cfg.MaxInflight && !s.e.stopping() && s.spawn(ctx, rec) {
+	if !s.backlog && len(s.live) < s.e.cfg.MaxInflight && !s.e.stopping() && s.spawn(ctx, rec, id <= s.scanMax) {
 		return
 	}
 	// id <= scanAfter is before(id) < scanAfter (ids have one length),
@@ -103,7 +112,6 @@ func (s *supervisor) refill(ctx actor.Context) error {
 		seen, more := 0, false
 		err := s.e.cfg.Store.Scan(session.StatePending, s.scanAfter, limit, func(rec session.Record) bool {
 			seen++
-			s.scanned = true
 			if _, ok := s.live[rec.ID]; ok {
 				s.scanAfter = rec.ID
 				return true
@@ -112,11 +120,14 @@ func (s *supervisor) refill(ctx actor.Context) error {
 				more = true // it stays waiting; scanAfter is just before it
 				return false
 			}
-			if !s.spawn(ctx, rec) {
+			// Read from a snapshot taken now, it is pending, and no actor
+			// of it is live: no need to look again.
+			if !s.spawn(ctx, rec, false) {
 				more = true // leave it waiting; the next refill tries again
 				return false
 			}
 			s.scanAfter = rec.ID
+			s.scanMax = max(s.scanMax, rec.ID)
 			free--
 			return true
 		})
@@ -135,11 +146,9 @@ func (s *supervisor) refill(ctx actor.Context) error {
 	return nil
 }
 
-func (s *supervisor) spawn(ctx actor.Context, rec session.Record) bool {
-	// Once a scan has admitted requests, an *Accepted still in the mailbox
-	// may name one that was admitted and even decided already: such an actor
-	// first checks the store.
-	check := s.scanned
+// spawn starts the request actor of rec; check makes it look in the store
+// first, for a request that may be decided already.
+func (s *supervisor) spawn(ctx actor.Context, rec session.Record, check bool) bool {
 	props := actor.PropsFromProducer(func() actor.Actor { return newRequestActor(s.e, rec, check) })
 	if _, err := ctx.SpawnNamed(props, rec.ID); err != nil {
 		s.log.Error("spawn request actor", "request_id", rec.ID, "err", err)
