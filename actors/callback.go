@@ -16,9 +16,10 @@ import (
 
 // callbackSender delivers durable decisions. It keeps a FIFO of callbacks
 // due now and at most CallbackConcurrency attempts in flight. Each attempt
-// runs as a task in its own goroutine, which POSTs, stores the attempt (with
-// pebble.Sync, concurrently with other tasks, so their fsyncs are shared)
-// and reports *CallbackAttempted. Retries wait on a timer, not in the queue.
+// runs on one of the engine's attempt goroutines, which POSTs, stores the
+// attempt (a failed outcome waits for its fsync; a delivered or retry one
+// does not: see persistence.RecordAttempt) and reports *CallbackAttempted.
+// Retries wait on a timer, not in the queue.
 //
 // The schedule lives in the store: an attempt's count and next time are
 // written before the next attempt is planned, so a restart continues it.
@@ -35,8 +36,6 @@ type callbackSender struct {
 	e    *Engine
 	log  *slog.Logger
 	busy int
-	// workers is the number of attempt goroutines started (see submit).
-	workers int
 
 	// Callbacks due now wait in one FIFO per receiver host; hosts with
 	// work and a free slot (fewer than CallbackHostConcurrency in flight)
@@ -220,8 +219,8 @@ func (c *callbackSender) run(ctx actor.Context) {
 // run deep); these keep theirs. busy bounds the attempts in flight to
 // CallbackConcurrency, the channel's capacity, so the send never blocks.
 func (c *callbackSender) submit(attempt func()) {
-	if c.workers < c.busy {
-		c.workers++
+	if c.e.attemptWorkers < c.busy {
+		c.e.attemptWorkers++
 		go func() {
 			for attempt := range c.e.attempts {
 				attempt()

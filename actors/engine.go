@@ -239,6 +239,14 @@ type Engine struct {
 	// calls feeds the authz pool's worker goroutines; closed by Stop once
 	// the pool, its only writer, has stopped.
 	calls chan waitingCall
+	// authzWorkers starts the workers once; authzBusy counts the calls
+	// handed to them and not yet reported idle. Only the pool touches it
+	// (it outlives a restart of the pool's actor).
+	authzWorkers sync.Once
+	authzBusy    int
+	// attemptWorkers counts the attempt goroutines started; only the
+	// callback sender touches it.
+	attemptWorkers int
 	// attempts feeds the callback attempt goroutines (see
 	// callbackSender.submit); closed by Stop once the sender has stopped.
 	attempts chan func()
@@ -411,19 +419,26 @@ func (e *Engine) Stop(grace time.Duration) {
 	root := e.system.Root
 	// The supervisor's request actors stop at once (what is undecided stays
 	// pending in the store).
+	senderStopped := true
 	for _, pid := range []*actor.PID{e.supervisor, e.sender} {
 		if pid != nil {
-			_ = root.StopFuture(pid).Wait()
+			if err := root.StopFuture(pid).Wait(); err != nil && pid == e.sender {
+				senderStopped = false
+			}
 		}
 	}
-	if e.attempts != nil {
-		close(e.attempts) // the sender, its only writer, has stopped
+	// A channel is closed only once its one writer has surely stopped (a
+	// stop can time out, with the writer stuck on a stalled disk); left
+	// open, its goroutines end with the process.
+	if e.attempts != nil && senderStopped {
+		close(e.attempts)
 	}
 	// The pool's workers may be blocked in an HTTP call: they are not
 	// waited for; their answers go nowhere, and they end after it.
 	if e.pool != nil {
-		_ = root.StopFuture(e.pool).Wait()
-		close(e.calls)
+		if err := root.StopFuture(e.pool).Wait(); err == nil {
+			close(e.calls)
+		}
 	}
 	e.system.Shutdown()
 }

@@ -46,22 +46,27 @@ func newAuthzPool(e *Engine) *authzPool {
 func (p *authzPool) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
-		p.idle = p.e.cfg.AuthzConcurrency
-		w := &authzWorker{e: p.e}
-		self, root := ctx.Self(), p.e.system.Root
-		for range p.idle {
-			go func() {
-				for c := range p.e.calls {
-					root.Send(c.replyTo, w.call(c.msg))
-					root.Send(self, &workerIdle{})
-				}
-			}()
-		}
+		// Once per engine: a restart of the pool (after a panic) keeps the
+		// workers, and the calls they are making still count.
+		p.e.authzWorkers.Do(func() {
+			w := &authzWorker{e: p.e}
+			self, root := ctx.Self(), p.e.system.Root
+			for range p.e.cfg.AuthzConcurrency {
+				go func() {
+					for c := range p.e.calls {
+						root.Send(c.replyTo, w.call(c.msg))
+						root.Send(self, &workerIdle{})
+					}
+				}()
+			}
+		})
+		p.idle = p.e.cfg.AuthzConcurrency - p.e.authzBusy
 	case *Authorize:
 		p.waiting = append(p.waiting, waitingCall{msg: msg, replyTo: ctx.Sender()})
 		p.dispatch(ctx)
 	case *workerIdle:
 		p.idle++
+		p.e.authzBusy--
 		p.dispatch(ctx)
 	case *actor.Stopping, *actor.Stopped, *actor.Restarting, *actor.Terminated:
 	default:
@@ -82,6 +87,7 @@ func (p *authzPool) dispatch(ctx actor.Context) {
 			continue
 		}
 		p.idle--
+		p.e.authzBusy++
 		p.e.calls <- w
 	}
 	if len(p.waiting) == 0 {

@@ -18,13 +18,16 @@
 //
 //   - A record and its index entry are written in one batch: for every r/<id>
 //     there is exactly one s/<state>/<id>, with state == record.State.
-//   - Every write that changes a state is committed with pebble.Sync before
-//     the method returns: a nil error means durable.
+//   - Accept, Decide, Redeliver and a failed callback attempt are durable when
+//     they return nil (synced through the group commit, committer.go). A
+//     delivered or retry attempt is visible at once and durable with the next
+//     synced write: a crash before that leaves the record decided, and its
+//     callback is sent again (delivery is at least once).
 //   - A record only moves along pending→decided→delivered|failed, and
 //     failed→decided on Redeliver. Transitions on one id are serialised by a
 //     striped lock, so a compare-and-set (Decide) has exactly one winner.
-//   - Accept takes no lock besides the closing read lock, so concurrent
-//     Accepts reach Pebble's commit pipeline together and share an fsync.
+//   - Accept takes no per-id lock: concurrent Accepts queue in the group
+//     commit (behind its small mutex) and share one batch and one fsync.
 //   - Pebble panics on a closed DB and calls Logger.Fatalf (which panics here)
 //     on a failed commit. The store therefore decides ErrClosing and
 //     ErrDiskFull itself, before it touches Pebble.

@@ -142,7 +142,8 @@ func serve(args []string, stderr io.Writer) error {
 	cidrs, _ := parseCIDRs(f.callbackAllowCIDR) // checked above
 	log, _ := newLogger(stderr, f.logLevel, f.logFormat)
 	slog.SetDefault(log)
-	log.Debug("runtime", "gomaxprocs", api.ScaleGOMAXPROCS(), "cpus", runtime.NumCPU())
+	procs := api.ScaleGOMAXPROCS()
+	log.Debug("runtime", "gomaxprocs", procs, "cpus", runtime.NumCPU())
 
 	authzURL := f.authzURL
 	if authzURL == "" {
