@@ -66,8 +66,7 @@ const minAttemptSize = 1 + 1 + 1 + 8
 var errCorrupt = errors.New("persistence: corrupt record")
 
 // appendRecord appends the recordV1 encoding of rec to dst. It allocates
-// only when dst must grow; recordSize(rec) is the exact number of bytes it
-// appends.
+// only when dst must grow.
 func appendRecord(dst []byte, rec *session.Record) []byte {
 	dst = append(dst, recordV1)
 	dst = appendString(dst, rec.ID)
@@ -98,32 +97,10 @@ func appendRecord(dst []byte, rec *session.Record) []byte {
 	return dst
 }
 
-// recordSize is len(appendRecord(nil, rec)).
-func recordSize(rec *session.Record) int {
-	n := 1 +
-		stringSize(rec.ID) + stringSize(rec.StationID) +
-		stringSize(rec.DriverToken) + stringSize(rec.CallbackURL) +
-		timeSize(rec.AcceptedAt) + timeSize(rec.DecideBy) +
-		stringSize(string(rec.State)) + stringSize(string(rec.Status)) +
-		stringSize(rec.Reason) + stringSize(string(rec.DecidedBy)) +
-		timeSize(rec.DecidedAt) +
-		varintSize(int64(rec.CallbackAttempts)) +
-		uvarintSize(uint64(len(rec.Attempts))) +
-		timeSize(rec.NextAttemptAt) + stringSize(rec.LastError) +
-		timeSize(rec.DeliveredAt) + timeSize(rec.FailedAt) + timeSize(rec.RedeliveredAt)
-	for i := range rec.Attempts {
-		a := &rec.Attempts[i]
-		n += timeSize(a.At) + varintSize(int64(a.StatusCode)) + stringSize(a.Error) + 8
-	}
-	return n
-}
-
 func appendString(dst []byte, s string) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(s)))
 	return append(dst, s...)
 }
-
-func stringSize(s string) int { return uvarintSize(uint64(len(s))) + len(s) }
 
 // The Unix seconds whose times have a UnixNano that fits in an int64, with a
 // second of margin at each end.
@@ -142,34 +119,6 @@ func appendTime(dst []byte, t time.Time) []byte {
 		return binary.AppendUvarint(dst, uint64(t.Nanosecond()))
 	}
 	return binary.AppendVarint(append(dst, timeNano), t.UnixNano())
-}
-
-func timeSize(t time.Time) int {
-	if t.IsZero() {
-		return 1
-	}
-	if sec := t.Unix(); sec < minNanoSec || sec > maxNanoSec {
-		return 1 + varintSize(sec) + uvarintSize(uint64(t.Nanosecond()))
-	}
-	return 1 + varintSize(t.UnixNano())
-}
-
-func uvarintSize(x uint64) int {
-	n := 1
-	for x >= 0x80 {
-		x >>= 7
-		n++
-	}
-	return n
-}
-
-func varintSize(x int64) int {
-	// The zig-zag mapping of binary.AppendVarint.
-	ux := uint64(x) << 1
-	if x < 0 {
-		ux = ^ux
-	}
-	return uvarintSize(ux)
 }
 
 // decodeRecordV1 decodes a recordV1 value, version byte included; the caller

@@ -100,15 +100,16 @@ func TestRecordRoundTrip(t *testing.T) {
 		"empty":   {},
 	} {
 		t.Run(name, func(t *testing.T) {
-			v, err := encodeRecord(rec)
+			v, err := encodeRecord([]byte("kept"), rec)
 			if err != nil {
 				t.Fatal(err)
 			}
+			if string(v[:4]) != "kept" {
+				t.Fatalf("encodeRecord did not append to dst: %q", v)
+			}
+			v = v[4:]
 			if v[0] != recordV1 {
 				t.Fatalf("version byte %#x, want %#x", v[0], recordV1)
-			}
-			if len(v) != recordSize(rec) || cap(v) != len(v) {
-				t.Errorf("len %d cap %d, recordSize %d: want all equal", len(v), cap(v), recordSize(rec))
 			}
 			got, err := decodeRecord(rec.ID, v)
 			if err != nil {
@@ -227,11 +228,11 @@ func TestDecodeRecordTruncated(t *testing.T) {
 func TestEncodeRecordTooManyAttempts(t *testing.T) {
 	rec := pending("many", t0)
 	rec.Attempts = make([]session.AttemptLog, maxAttemptsDecoded+1)
-	if _, err := encodeRecord(rec); err == nil || !strings.Contains(err.Error(), "many") {
+	if _, err := encodeRecord(nil, rec); err == nil || !strings.Contains(err.Error(), "many") {
 		t.Fatalf("encode %d attempts: err %v, want an error naming the id", len(rec.Attempts), err)
 	}
 	rec.Attempts = rec.Attempts[:maxAttemptsDecoded]
-	v, err := encodeRecord(rec)
+	v, err := encodeRecord(nil, rec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +253,7 @@ func TestRecordCodecAllocs(t *testing.T) {
 		f    func()
 	}{
 		{"appendRecord into room", 0, func() { buf = appendRecord(buf[:0], full) }},
-		{"encodeRecord", 1, func() { _, _ = encodeRecord(full) }},
+		{"encodeRecord into room", 0, func() { buf, _ = encodeRecord(buf[:0], full) }},
 		{"decodeRecord pending", 1, func() { _, _ = decodeRecord(pend.ID, pendV) }}, // the strings
 		{"decodeRecord full", 2, func() { _, _ = decodeRecord(full.ID, fullV) }},    // the strings, the attempts
 	} {
@@ -278,7 +279,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		if err != nil {
 			return
 		}
-		v2, err := encodeRecord(&rec)
+		v2, err := encodeRecord(nil, &rec)
 		if err != nil {
 			if len(rec.Attempts) > maxAttemptsDecoded { // only from JSON
 				return
@@ -300,7 +301,7 @@ func BenchmarkEncodeRecord(b *testing.B) {
 		b.Run("codec=binary/rec="+r.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := encodeRecord(r.rec); err != nil {
+				if _, err := encodeRecord(make([]byte, 0, recordRoom), r.rec); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -33,7 +33,7 @@ type committer struct {
 }
 
 // pendingWrite is one caller's part of a group: the record to accept, or
-// nothing for a sync alone.
+// an empty key for a sync alone. Pooled with its buffers.
 type pendingWrite struct {
 	key, index, value []byte
 	done              chan error
@@ -105,7 +105,7 @@ func (c *committer) commit(group []*pendingWrite) error {
 	b := c.batch
 	defer b.Reset()
 	for _, w := range group {
-		if w.key == nil {
+		if len(w.key) == 0 {
 			continue // a sync alone
 		}
 		if err := b.Set(w.key, w.value, nil); err != nil {

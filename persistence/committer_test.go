@@ -125,7 +125,7 @@ func acceptEntriesSize(t *testing.T, s *Store, ids []string) uint64 {
 	defer b.Close()
 	var kb [64]byte
 	for _, id := range ids {
-		v, err := encodeRecord(pending(id, t0))
+		v, err := encodeRecord(nil, pending(id, t0))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -45,16 +45,20 @@ func idAfter(prefix []byte, id string) []byte {
 	return append(k, 0)
 }
 
-// encodeRecord is the value stored under r/<id>: the recordV1 encoding (see
-// codec.go), in one allocation of exactly its size. It refuses a record with
-// more attempts than decodeRecord accepts.
-func encodeRecord(rec *session.Record) ([]byte, error) {
+// encodeRecord appends to dst the value stored under r/<id>: the recordV1
+// encoding (see codec.go). It refuses a record with more attempts than
+// decodeRecord accepts. Callers pass a buffer they reuse, or one with room
+// for a typical record (recordRoom).
+func encodeRecord(dst []byte, rec *session.Record) ([]byte, error) {
 	if len(rec.Attempts) > maxAttemptsDecoded {
-		return nil, fmt.Errorf("persistence: encode %s: %d attempts, more than %d",
+		return dst, fmt.Errorf("persistence: encode %s: %d attempts, more than %d",
 			rec.ID, len(rec.Attempts), maxAttemptsDecoded)
 	}
-	return appendRecord(make([]byte, 0, recordSize(rec)), rec), nil
+	return appendRecord(dst, rec), nil
 }
+
+// recordRoom holds a record with a few attempts in one allocation.
+const recordRoom = 512
 
 // decodeRecord reads a value stored under r/<id>: recordV1, or the JSON
 // written before it. v may be reused by Pebble after the call: decodeRecord

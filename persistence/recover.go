@@ -23,7 +23,7 @@ func (s *Store) commit(b *pebble.Batch, opts *pebble.WriteOptions) error {
 // handled as in commit. The caller holds the read lock.
 func (s *Store) syncRLocked() error {
 	w := pendingWrites.Get().(*pendingWrite)
-	w.key, w.index, w.value = nil, nil, nil
+	w.key = w.key[:0] // a sync alone; the buffers stay for the next Accept
 	err := s.committer.write(w)
 	pendingWrites.Put(w)
 	return err

@@ -29,7 +29,9 @@ func (s *Store) Accept(rec *session.Record) error {
 		return fmt.Errorf("%w: accept %s in state %q, want %q",
 			ErrWrongState, rec.ID, rec.State, session.StatePending)
 	}
-	v, err := encodeRecord(rec)
+	w := pendingWrites.Get().(*pendingWrite)
+	defer pendingWrites.Put(w)
+	v, err := encodeRecord(w.value[:0], rec)
 	if err != nil {
 		return err
 	}
@@ -41,14 +43,10 @@ func (s *Store) Accept(rec *session.Record) error {
 		return err
 	}
 
-	w := pendingWrites.Get().(*pendingWrite)
 	w.key = recordKey(w.key[:0], rec.ID)
 	w.index = indexKey(w.index[:0], session.StatePending, rec.ID)
 	w.value = v
-	err = s.committer.write(w)
-	w.value = nil
-	pendingWrites.Put(w)
-	if err != nil {
+	if err := s.committer.write(w); err != nil {
 		if errors.Is(err, ErrUnavailable) {
 			s.forgetOnRecover(rec.ID)
 		}
@@ -188,18 +186,13 @@ func (s *Store) transition(op, id string, durable bool, apply func(*session.Reco
 			return cur, fmt.Errorf("persistence: %s %s: %w", op, id, err)
 		}
 	}
-	if next.State != cur.State {
-		if i := stateIndex(cur.State); i >= 0 {
-			s.counts[i].Add(-1)
-		}
-		s.counts[stateIndex(next.State)].Add(1)
-	}
 	return next, nil
 }
 
 // writeLocked is transition's read-check-write under the id's stripe lock.
-// The write is visible when it returns, not yet durable. On error, cur is the
-// record as stored (if it was read) and nothing was written.
+// The write is visible when it returns, not yet durable, and the counts
+// follow it. On error, cur is the record as stored (if it was read) and
+// nothing was written.
 func (s *Store) writeLocked(op, id string, apply func(*session.Record) error) (cur, next session.Record, err error) {
 	m := s.stripeFor(id)
 	m.Lock()
@@ -213,7 +206,7 @@ func (s *Store) writeLocked(op, id string, apply func(*session.Record) error) (c
 	if err := apply(&next); err != nil {
 		return cur, next, err
 	}
-	v, err := encodeRecord(&next)
+	v, err := encodeRecord(make([]byte, 0, recordRoom), &next)
 	if err != nil {
 		return cur, next, err
 	}
@@ -233,6 +226,12 @@ func (s *Store) writeLocked(op, id string, apply func(*session.Record) error) (c
 	}
 	if err := s.commit(b, pebble.NoSync); err != nil {
 		return cur, next, fmt.Errorf("persistence: %s %s: %w", op, id, err)
+	}
+	if next.State != cur.State {
+		if i := stateIndex(cur.State); i >= 0 {
+			s.counts[i].Add(-1)
+		}
+		s.counts[stateIndex(next.State)].Add(1)
 	}
 	return cur, next, nil
 }
