@@ -275,34 +275,28 @@ func (c *callbackSender) attempt(rec session.Record) *CallbackAttempted {
 	if err != nil {
 		return &CallbackAttempted{Record: rec, Err: err}
 	}
+	// A delivery is the common case: one line per request is too many at
+	// info.
+	result, level, msg := "retry", slog.LevelInfo, "callback attempt failed"
+	switch a.Outcome {
+	case session.StateDelivered:
+		result, level, msg = "delivered", slog.LevelDebug, "callback delivered"
+	case session.StateFailed:
+		result, level, msg = "failed", slog.LevelWarn, "callback failed for good"
+	}
 	if obs := cfg.Observe.CallbackAttempt; obs != nil {
-		result := "retry"
-		switch a.Outcome {
-		case session.StateDelivered:
-			result = "delivered"
-		case session.StateFailed:
-			result = "failed"
-		}
 		obs(result, at.Sub(start))
 	}
-	level := slog.LevelInfo // a failed attempt
-	switch a.Outcome {
-	case session.StateDelivered:
-		level = slog.LevelDebug // the common case: one line per request is too many at Info
-	case session.StateFailed:
-		level = slog.LevelWarn
-	}
-	if !c.log.Enabled(context.Background(), level) {
-		return &CallbackAttempted{Record: stored}
-	}
-	log := c.log.With("request_id", rec.ID, "attempt", stored.CallbackAttempts, "took", at.Sub(start).String())
-	switch a.Outcome {
-	case session.StateDelivered:
-		log.Debug("callback delivered")
-	case session.StateFailed:
-		log.Warn("callback failed for good", "err", a.Err)
-	default:
-		log.Info("callback attempt failed", "err", a.Err, "next_attempt_at", a.NextAt)
+	if ctx := context.Background(); c.log.Enabled(ctx, level) {
+		attrs := []slog.Attr{slog.String("request_id", rec.ID), slog.Int("attempt", stored.CallbackAttempts),
+			slog.String("took", at.Sub(start).String())}
+		if a.Err != "" {
+			attrs = append(attrs, slog.String("err", a.Err))
+		}
+		if a.Outcome == session.StateDecided {
+			attrs = append(attrs, slog.Time("next_attempt_at", a.NextAt))
+		}
+		c.log.LogAttrs(ctx, level, msg, attrs...)
 	}
 	return &CallbackAttempted{Record: stored}
 }

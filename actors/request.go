@@ -125,7 +125,7 @@ func (r *requestActor) decide(ctx actor.Context, status session.Status, reason s
 		r.logger().Error("persist decision", "err", err)
 		return
 	}
-	if log := r.e.log; log.Enabled(context.Background(), slog.LevelDebug) {
+	if r.e.log.Enabled(context.Background(), slog.LevelDebug) {
 		r.logger().Debug("decided", "status", status, "decided_by", by, "reason", reason,
 			"station_id", rec.StationID, "driver_token", session.MaskToken(rec.DriverToken))
 	}
