@@ -9,7 +9,7 @@ o=bench/out/final
 mkdir -p $o
 "$bin" -duration 10s -out $o/closed.json | tee $o/closed.txt
 "$bin" -duration 10s -authz-delay 50ms -out $o/closed-slow-authz.json | tee $o/closed-slow-authz.txt
-half=$(python3 -c "import json;print(int(json.load(open('$o/closed.json'))['chargeauth']['accepted_per_s']/2))")
+half=$(awk '$1 == "accepted/s" { print int($3 / 2) }' $o/closed.txt)
 "$bin" -duration 10s -rate "$half" -out $o/open-half.json | tee $o/open-half.txt
 "$bin" -duration 60s -rate 8000 -authz-delay 1ms -out $o/open60.json | tee $o/open60.txt
 for n in 100000 300000 1000000; do
