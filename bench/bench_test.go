@@ -2,11 +2,17 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/valyala/fasthttp"
 )
 
 // TestBenchSmoke runs both workloads with a tiny load, in process: a
@@ -38,10 +44,13 @@ func TestBenchSmoke(t *testing.T) {
 	if err := json.Unmarshal(b, &s); err != nil {
 		t.Fatalf("report does not parse: %v", err)
 	}
-	if s.Ceiling == nil || s.Chargeauth == nil {
+	if s.Ceiling == nil || s.Durable == nil || s.Chargeauth == nil {
 		t.Fatalf("report lacks a workload: %s", b)
 	}
-	for _, r := range []*Report{s.Ceiling, s.Chargeauth} {
+	if s.Ratios.Throughput <= 0 || s.Ratios.DurableThroughput <= 0 {
+		t.Errorf("ratios %+v: want both throughput ratios", s.Ratios)
+	}
+	for _, r := range []*Report{s.Ceiling, s.Durable, s.Chargeauth} {
 		if r.Accepted == 0 {
 			t.Errorf("%s: no 202 (errors %v, examples %v)", r.Workload, r.Errors, r.ErrorExamples)
 		}
@@ -75,6 +84,7 @@ func TestBenchSmoke(t *testing.T) {
 		t.Errorf("no memory figures: %+v", s.Chargeauth.Memory)
 	}
 	mustHaveTimeline(t, "ceiling", s.Ceiling.Timeline, s.Ceiling.Accepted, 0)
+	mustHaveTimeline(t, "durable", s.Durable.Timeline, s.Durable.Accepted, 0)
 	mustHaveTimeline(t, "chargeauth", s.Chargeauth.Timeline, s.Chargeauth.Accepted, cb.Received)
 	if s.Ceiling.Timeline[0].CallbackPoint != nil || s.Chargeauth.Timeline[0].CallbackPoint == nil {
 		t.Errorf("callbacks in the timeline: ceiling %v, chargeauth %v",
@@ -201,5 +211,52 @@ func TestSeqRoundTrip(t *testing.T) {
 		if _, ok := parseSeq([]byte(bad)); ok {
 			t.Errorf("parseSeq(%q) ok", bad)
 		}
+	}
+}
+
+// The durable ceiling's handler stores each valid body under its id before
+// its 202, and stores nothing for a body it refuses.
+func TestDurableCeilingStores(t *testing.T) {
+	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem(), Logger: quietPebble{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var ids atomic.Uint64
+	post := func(body []byte) *fasthttp.RequestCtx {
+		var ctx fasthttp.RequestCtx
+		ctx.Request.Header.SetMethod(fasthttp.MethodPost)
+		ctx.Request.SetBody(body)
+		ceilingHandle(&ctx, &ids, db)
+		return &ctx
+	}
+	body := requestBody("http://127.0.0.1:9/callback")
+	if ctx := post(body); ctx.Response.StatusCode() != fasthttp.StatusAccepted {
+		t.Fatalf("valid body: %d %s", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+	if ctx := post([]byte(`{}`)); ctx.Response.StatusCode() != fasthttp.StatusBadRequest {
+		t.Fatalf("invalid body: %d", ctx.Response.StatusCode())
+	}
+	var key [8]byte
+	binary.BigEndian.PutUint64(key[:], 1)
+	got, closer, err := db.Get(key[:])
+	if err != nil {
+		t.Fatalf("the accepted body is not stored: %v", err)
+	}
+	if !bytes.Equal(got, body) {
+		t.Errorf("stored %q, want %q", got, body)
+	}
+	closer.Close()
+	it, err := db.NewIter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for it.First(); it.Valid(); it.Next() {
+		n++
+	}
+	it.Close()
+	if n != 1 {
+		t.Errorf("%d records stored, want 1 (the refused body is not stored)", n)
 	}
 }

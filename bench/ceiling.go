@@ -1,22 +1,32 @@
 package main
 
 import (
+	"encoding/binary"
 	"fmt"
+	"log"
 	"net"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/valyala/fasthttp"
 
 	"github.com/chargeauth/chargeauth/session"
 )
 
-// CeilingConfig configures the ceiling workload: the same load against a
+// CeilingConfig configures a ceiling workload: the same load against a
 // bare fasthttp handler that parses the body as chargeauth does and answers
 // 202 at once.
 type CeilingConfig struct {
 	Load LoadConfig
+	// Durable, if set, makes it the durable ceiling: before its 202 the
+	// handler writes the body to a Pebble store (default options) in a
+	// fresh directory under TempDir on real disk, one pebble.Sync Set per
+	// request, as the simplest durable front would.
+	Durable bool
+	TempDir string
 }
 
 // Run serves the bare handler on 127.0.0.1:0, applies the load and
@@ -25,15 +35,29 @@ func (cfg CeilingConfig) Run() (*Report, error) {
 	if err := cfg.Load.Validate(); err != nil {
 		return nil, err
 	}
+	name := "ceiling"
+	var db *pebble.DB
+	if cfg.Durable {
+		name = "durable"
+		dir, err := os.MkdirTemp(cfg.TempDir, "chargeauth-bench-durable-")
+		if err != nil {
+			return nil, fmt.Errorf("durable ceiling: data dir: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		if db, err = pebble.Open(dir, &pebble.Options{Logger: quietPebble{}}); err != nil {
+			return nil, fmt.Errorf("durable ceiling: %w", err)
+		}
+		defer db.Close()
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, fmt.Errorf("ceiling: listen: %w", err)
+		return nil, fmt.Errorf("%s: listen: %w", name, err)
 	}
 	var ids atomic.Uint64
 	// The server is set up as chargeauth's public one is (http/api/service.go).
 	srv := &fasthttp.Server{
-		Handler:            func(ctx *fasthttp.RequestCtx) { ceilingHandle(ctx, &ids) },
-		Name:               "ceiling",
+		Handler:            func(ctx *fasthttp.RequestCtx) { ceilingHandle(ctx, &ids, db) },
+		Name:               name,
 		MaxRequestBodySize: 16 << 10,
 		ReadTimeout:        10 * time.Second,
 		WriteTimeout:       10 * time.Second,
@@ -48,19 +72,20 @@ func (cfg CeilingConfig) Run() (*Report, error) {
 	m := mem.Stop()
 
 	if err := srv.Shutdown(); err != nil {
-		return nil, fmt.Errorf("ceiling: shutdown: %w", err)
+		return nil, fmt.Errorf("%s: shutdown: %w", name, err)
 	}
 	if err := <-serveErr; err != nil {
-		return nil, fmt.Errorf("ceiling: serve: %w", err)
+		return nil, fmt.Errorf("%s: serve: %w", name, err)
 	}
-	r := newReport("ceiling", res)
+	r := newReport(name, res)
 	r.Memory = &m
 	return r, nil
 }
 
-// ceilingHandle parses and validates the body with session.ParseRequest and
-// answers 202 with a small JSON body; anything else is a 400 or 405.
-func ceilingHandle(ctx *fasthttp.RequestCtx, ids *atomic.Uint64) {
+// ceilingHandle parses and validates the body with session.ParseRequest,
+// writes it under its id with pebble.Sync if db is set, and answers 202
+// with a small JSON body; anything else is a 400, 405 or 503.
+func ceilingHandle(ctx *fasthttp.RequestCtx, ids *atomic.Uint64, db *pebble.DB) {
 	if !ctx.IsPost() {
 		ctx.SetStatusCode(fasthttp.StatusMethodNotAllowed)
 		return
@@ -71,9 +96,17 @@ func ceilingHandle(ctx *fasthttp.RequestCtx, ids *atomic.Uint64) {
 		ctx.SetBodyString(`{"status":"failed","error":` + strconv.Quote(session.JoinFieldErrors(problems)) + `}`)
 		return
 	}
+	var key [8]byte
+	binary.BigEndian.PutUint64(key[:], ids.Add(1))
+	if db != nil {
+		if err := db.Set(key[:], ctx.PostBody(), pebble.Sync); err != nil {
+			ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+			return
+		}
+	}
 	var buf [64]byte
 	b := append(buf[:0], `{"status":"accepted","request_id":"`...)
-	b = strconv.AppendUint(b, ids.Add(1), 10)
+	b = strconv.AppendUint(b, binary.BigEndian.Uint64(key[:]), 10)
 	b = append(b, `"}`...)
 	ctx.SetStatusCode(fasthttp.StatusAccepted)
 	ctx.SetContentType("application/json")
@@ -91,4 +124,18 @@ const (
 func requestBody(callbackURL string) []byte {
 	return fmt.Appendf(nil, `{"station_id":%q,"driver_token":%q,"callback_url":%q}`,
 		benchStation, benchToken, callbackURL)
+}
+
+// quietPebble is pebble.Logger without the informational lines, which would
+// interleave with the bench's table.
+type quietPebble struct{}
+
+func (quietPebble) Infof(string, ...any) {}
+
+func (quietPebble) Errorf(format string, args ...any) {
+	log.Printf("durable ceiling: "+format, args...)
+}
+
+func (quietPebble) Fatalf(format string, args ...any) {
+	log.Fatalf("durable ceiling: "+format, args...)
 }

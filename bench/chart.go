@@ -40,6 +40,7 @@ type chartWorkload struct {
 
 var (
 	ceilingColor    = color.RGBA{R: 31, G: 119, B: 180, A: 255} // blue
+	durableColor    = color.RGBA{R: 255, G: 127, B: 14, A: 255} // orange
 	chargeauthColor = color.RGBA{R: 214, G: 39, B: 40, A: 255}  // red
 	callbacksColor  = color.RGBA{R: 44, G: 160, B: 44, A: 255}  // green
 )
@@ -53,6 +54,7 @@ func chartPath(jsonPath string) string {
 func (s *Summary) chartWorkloads() []chartWorkload {
 	return []chartWorkload{
 		{Name: "ceiling", Timeline: s.Ceiling.Timeline, LoadEndS: s.Ceiling.ElapsedSeconds, Color: ceilingColor},
+		{Name: "durable ceiling", Timeline: s.Durable.Timeline, LoadEndS: s.Durable.ElapsedSeconds, Color: durableColor},
 		{Name: "chargeauth", Timeline: s.Chargeauth.Timeline, LoadEndS: s.Chargeauth.ElapsedSeconds, Color: chargeauthColor},
 	}
 }
@@ -67,7 +69,7 @@ func (s *Summary) chartTitle() string {
 	if s.Load.Rate > 0 {
 		rate = fmt.Sprintf(" at %.0f/s", s.Load.Rate)
 	}
-	return fmt.Sprintf("chargeauth bench %s: ceiling (bare fasthttp) vs chargeauth, %d workers, %s loop%s, %s\n%s, %d CPUs, GOMAXPROCS %d; each workload's time counts from its own load start",
+	return fmt.Sprintf("chargeauth bench %s: ceiling (bare fasthttp), durable ceiling (+ pebble.Sync per request) and chargeauth, %d workers, %s loop%s, %s\n%s, %d CPUs, GOMAXPROCS %d; each workload's time counts from its own load start",
 		s.StartedAt.Format("2006-01-02 15:04Z"), s.Load.Concurrency, s.Load.Loop, rate, limit, s.GoVersion, s.NumCPU, s.GOMAXPROCS)
 }
 

@@ -1,13 +1,18 @@
 // Command bench measures chargeauth's public front under load, against a
 // ceiling measured in the same process and the same run.
 //
-// By default (-workload compare) it runs two workloads, one after the
+// By default (-workload compare) it runs three workloads, one after the
 // other, with the same load:
 //
 //   - ceiling: a bare fasthttp handler on 127.0.0.1 that parses the body with
 //     session.ParseRequest and answers 202 with a small JSON body. Nothing is
 //     stored or decided: it is the most a fasthttp front can do on this
 //     machine with this load generator.
+//   - durable ceiling ("durable"): the same handler, which first writes the
+//     body to a Pebble store (default options) on real disk with one
+//     pebble.Sync Set per request. It is the simplest front that loses
+//     nothing it acknowledged: what this machine's disk allows a durable
+//     accept, with nothing decided.
 //   - chargeauth: the whole service (api.New) on 127.0.0.1, its Pebble store in
 //     a fresh directory on real disk (every 202 waits for an fsync), an
 //     in-process authorization service (authz.NewServer) whose ACL allows the
@@ -61,8 +66,9 @@
 // lock; quantiles at most ~3% high, clamped to [1µs, 1h]), not into
 // HdrHistograms: the totals above stay the HdrHistograms'.
 //
-// The report is printed as a table, with the ratios chargeauth/ceiling for
-// throughput and ack p99, and written as JSON to -out, each workload's
+// The report is printed as a table, with the ratios of chargeauth to the
+// ceiling (/ceiling) and to the durable ceiling (/durable) for throughput,
+// ack p99 and CPU per 202, and written as JSON to -out, each workload's
 // timeline in its "timeline" array:
 //
 //	"timeline": [{"t": 1, "acked": 8410, "ack_p50_ms": 6.911, "ack_p99_ms": 17.663, "ack_max_ms": 24.01,
@@ -72,9 +78,10 @@
 // JSON, with .png for its extension (default bench/out/report.png): a
 // 1200px-wide PNG of three panels sharing the time axis, each workload's
 // time counted from its own load start: ack latency p50 (solid) and p99
-// (dashed) of the ceiling (blue) and chargeauth (red) on a log scale;
-// chargeauth's end-to-end latency p50 and p99 on a log scale; and the 202s
-// per second of both with chargeauth's callbacks per second (green). A
+// (dashed) of the ceiling (blue), the durable ceiling (orange) and
+// chargeauth (red) on a log scale; chargeauth's end-to-end latency p50 and
+// p99 on a log scale; and the 202s per second of all three with
+// chargeauth's callbacks per second (green). A
 // dotted vertical line marks where each load ended; what follows is the
 // drain. The title gives the run's parameters.
 //
@@ -86,7 +93,7 @@
 //	go run ./bench -requests 10000 -duration 0
 //	go run ./bench -cpuprofile cpu.out  # profiles the chargeauth workload
 //
-// With -workload burst (burst.go) it runs a third workload instead: a
+// With -workload burst (burst.go) it runs another workload instead: a
 // fake authorization service on 127.0.0.1 answers {"status":"allowed"}
 // after -fake-delay (1ms); its capacity is measured first, driven directly
 // at concurrency 64 for 3s. Then chargeauth (api.New, Pebble on disk,

@@ -111,7 +111,12 @@ func run(o options, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	debug.FreeOSMemory() // so the chargeauth run's RSS does not start from the ceiling's
+	debug.FreeOSMemory() // so the next run's RSS does not start from the ceiling's
+	durable, err := CeilingConfig{Load: o.load, Durable: true, TempDir: o.tempDir}.Run()
+	if err != nil {
+		return err
+	}
+	debug.FreeOSMemory()
 
 	cc := ChargeauthConfig{Load: o.load, TempDir: o.tempDir, DrainTimeout: o.drainTimeout,
 		AuthzConcurrency: o.authzConc, AuthzDelay: o.authzDelay, Logger: logger}
@@ -125,7 +130,7 @@ func run(o options, w io.Writer) error {
 		return err
 	}
 
-	s := newSummary(started, o.load, cc, ceiling, chargeauth)
+	s := newSummary(started, o.load, cc, ceiling, durable, chargeauth)
 	if err := s.WriteTable(w); err != nil {
 		return err
 	}

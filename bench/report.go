@@ -54,12 +54,16 @@ func newReport(workload string, res loadResult) *Report {
 	return r
 }
 
-// Ratios compare chargeauth with the ceiling.
+// Ratios compare chargeauth with the ceiling and the durable ceiling.
 type Ratios struct {
 	// Throughput is chargeauth's 202s/s over the ceiling's.
 	Throughput float64 `json:"throughput"`
 	// AckP99 is chargeauth's ack p99 over the ceiling's.
 	AckP99 float64 `json:"ack_p99"`
+	// DurableThroughput and DurableAckP99 are the same over the durable
+	// ceiling's.
+	DurableThroughput float64 `json:"durable_throughput"`
+	DurableAckP99     float64 `json:"durable_ack_p99"`
 }
 
 // Summary is the whole run: what the JSON report holds.
@@ -72,6 +76,7 @@ type Summary struct {
 	GOMAXPROCS int       `json:"gomaxprocs"`
 	Load       loadJSON  `json:"load"`
 	Ceiling    *Report   `json:"ceiling"`
+	Durable    *Report   `json:"durable_ceiling"`
 	Chargeauth *Report   `json:"chargeauth"`
 	Ratios     Ratios    `json:"ratios"`
 	Notes      []string  `json:"notes"`
@@ -94,7 +99,7 @@ type extraJSON struct {
 	DrainTimeout     string `json:"drain_timeout"`
 }
 
-func newSummary(started time.Time, load LoadConfig, ch ChargeauthConfig, ceiling, chargeauth *Report) *Summary {
+func newSummary(started time.Time, load LoadConfig, ch ChargeauthConfig, ceiling, durable, chargeauth *Report) *Summary {
 	s := &Summary{
 		StartedAt: started.UTC(), GoVersion: runtime.Version(), GOOS: runtime.GOOS, GOARCH: runtime.GOARCH,
 		NumCPU: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0),
@@ -102,7 +107,7 @@ func newSummary(started time.Time, load LoadConfig, ch ChargeauthConfig, ceiling
 			Concurrency: load.Concurrency, Duration: load.Duration.String(), Requests: load.Requests,
 			Rate: load.Rate, Loop: "closed", Timeout: load.Timeout.String(),
 		},
-		Ceiling: ceiling, Chargeauth: chargeauth,
+		Ceiling: ceiling, Durable: durable, Chargeauth: chargeauth,
 		Extra: extraJSON{DataDirParent: cmp.Or(ch.TempDir, os.TempDir()), AuthzConcurrency: ch.AuthzConcurrency, AuthzDelay: ch.AuthzDelay.String(),
 			DrainTimeout: ch.DrainTimeout.String()},
 		Notes: []string{
@@ -114,13 +119,19 @@ func newSummary(started time.Time, load LoadConfig, ch ChargeauthConfig, ceiling
 	if load.Rate > 0 {
 		s.Load.Loop = "open"
 	}
-	if ceiling.AcceptedPerSec > 0 {
-		s.Ratios.Throughput = round3(chargeauth.AcceptedPerSec / ceiling.AcceptedPerSec)
-	}
-	if ceiling.Ack.P99 > 0 {
-		s.Ratios.AckP99 = round3(chargeauth.Ack.P99 / ceiling.Ack.P99)
-	}
+	s.Ratios.Throughput = ratio(chargeauth.AcceptedPerSec, ceiling.AcceptedPerSec)
+	s.Ratios.AckP99 = ratio(chargeauth.Ack.P99, ceiling.Ack.P99)
+	s.Ratios.DurableThroughput = ratio(chargeauth.AcceptedPerSec, durable.AcceptedPerSec)
+	s.Ratios.DurableAckP99 = ratio(chargeauth.Ack.P99, durable.Ack.P99)
 	return s
+}
+
+// ratio is a/b to three decimals, 0 if b is not positive.
+func ratio(a, b float64) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return round3(a / b)
 }
 
 func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
@@ -140,58 +151,70 @@ func writeJSON(path string, v any) error {
 	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
 
-// WriteTable prints s as a table: one column per workload, then the ratio.
+// WriteTable prints s as a table: one column per workload, then
+// chargeauth's ratios to the ceiling and to the durable ceiling.
 func (s *Summary) WriteTable(w io.Writer) error {
-	c, a := s.Ceiling, s.Chargeauth
+	c, d, a := s.Ceiling, s.Durable, s.Chargeauth
 	fmt.Fprintf(w, "chargeauth bench: %s, %d workers, %s loop, duration %s, requests %d; %s, %d CPUs, GOMAXPROCS %d\n\n",
 		s.StartedAt.Format(time.RFC3339), s.Load.Concurrency, s.Load.Loop, s.Load.Duration, s.Load.Requests,
 		s.GoVersion, s.NumCPU, s.GOMAXPROCS)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	row := func(name, ceiling, chargeauth, ratio string) {
-		fmt.Fprintf(tw, "%-24s\t%s\t%s\t%s\t\n", name, ceiling, chargeauth, ratio)
-	}
-	none := "-"
-	row("", "ceiling", "chargeauth", "chargeauth/ceiling")
-	row("requests sent", itoa(c.Sent), itoa(a.Sent), "")
-	row("202s", itoa(c.Accepted), itoa(a.Accepted), "")
-	row("errors", itoa(c.ErrorTotal), itoa(a.ErrorTotal), "")
-	for _, k := range errorKinds(c, a) {
-		row("  "+k, itoa(c.Errors[k]), itoa(a.Errors[k]), "")
-	}
-	row("elapsed s", fmt.Sprintf("%.2f", c.ElapsedSeconds), fmt.Sprintf("%.2f", a.ElapsedSeconds), "")
-	row("accepted/s", fmt.Sprintf("%.0f", c.AcceptedPerSec), fmt.Sprintf("%.0f", a.AcceptedPerSec), fmt.Sprintf("%.3f", s.Ratios.Throughput))
-	lat := func(name string, f func(Latency) float64, ratio string) {
-		row(name, fmtMs(f(c.Ack)), fmtMs(f(a.Ack)), ratio)
-	}
-	lat("ack p50 ms", func(l Latency) float64 { return l.P50 }, "")
-	lat("ack p90 ms", func(l Latency) float64 { return l.P90 }, "")
-	lat("ack p99 ms", func(l Latency) float64 { return l.P99 }, fmt.Sprintf("%.3f", s.Ratios.AckP99))
-	lat("ack p99.9 ms", func(l Latency) float64 { return l.P999 }, "")
-	lat("ack max ms", func(l Latency) float64 { return l.Max }, "")
-	if cb := a.Callbacks; cb != nil {
-		row("callbacks received", none, itoa(cb.Received), "")
-		row("distinct webhook-ids", none, itoa(cb.Distinct), "")
-		row("lost (202s - distinct)", none, itoa(cb.Lost), "")
-		row("duplicates", none, itoa(cb.Duplicates), "")
-		row("drain s", none, fmt.Sprintf("%.2f", cb.DrainSeconds), "")
-		row("e2e p50 ms", none, fmtMs(cb.E2E.P50), "")
-		row("e2e p99 ms", none, fmtMs(cb.E2E.P99), "")
-		row("e2e max ms", none, fmtMs(cb.E2E.Max), "")
-	}
-	if c.Memory != nil && a.Memory != nil {
-		row("peak heap MiB", mib(c.Memory.PeakHeapBytes), mib(a.Memory.PeakHeapBytes), "")
-		row("peak RSS MiB", mib(c.Memory.PeakRSSBytes), mib(a.Memory.PeakRSSBytes), "")
-		perReq := func(r *Report) string {
-			return fmt.Sprintf("%.1f", r.Memory.CPUSeconds*1e6/float64(max(r.Accepted, 1)))
+	// row prints a figure of each workload, then the ratios if any.
+	row := func(name string, f func(*Report) string, ratios ...float64) {
+		cells := []string{name, f(c), f(d), f(a), "", ""}
+		for i, r := range ratios {
+			cells[4+i] = fmt.Sprintf("%.3f", r)
 		}
-		row("CPU us per 202", perReq(c), perReq(a), fmt.Sprintf("%.2f",
-			a.Memory.CPUSeconds*float64(max(c.Accepted, 1))/float64(max(a.Accepted, 1))/max(c.Memory.CPUSeconds, 1e-9)))
+		fmt.Fprintf(tw, "%-24s\t%s\t\n", cells[0], strings.Join(cells[1:], "\t"))
+	}
+	only := func(f func(*Report) string) func(*Report) string { // chargeauth's alone
+		return func(r *Report) string {
+			if r != a {
+				return "-"
+			}
+			return f(r)
+		}
+	}
+	fmt.Fprintf(tw, "%-24s\t%s\t\n", "", strings.Join([]string{"ceiling", "durable", "chargeauth", "/ceiling", "/durable"}, "\t"))
+	row("requests sent", func(r *Report) string { return itoa(r.Sent) })
+	row("202s", func(r *Report) string { return itoa(r.Accepted) })
+	row("errors", func(r *Report) string { return itoa(r.ErrorTotal) })
+	for _, k := range errorKinds(c, d, a) {
+		row("  "+k, func(r *Report) string { return itoa(r.Errors[k]) })
+	}
+	row("elapsed s", func(r *Report) string { return fmt.Sprintf("%.2f", r.ElapsedSeconds) })
+	row("accepted/s", func(r *Report) string { return fmt.Sprintf("%.0f", r.AcceptedPerSec) },
+		s.Ratios.Throughput, s.Ratios.DurableThroughput)
+	lat := func(name string, f func(Latency) float64, ratios ...float64) {
+		row(name, func(r *Report) string { return fmtMs(f(r.Ack)) }, ratios...)
+	}
+	lat("ack p50 ms", func(l Latency) float64 { return l.P50 })
+	lat("ack p90 ms", func(l Latency) float64 { return l.P90 })
+	lat("ack p99 ms", func(l Latency) float64 { return l.P99 }, s.Ratios.AckP99, s.Ratios.DurableAckP99)
+	lat("ack p99.9 ms", func(l Latency) float64 { return l.P999 })
+	lat("ack max ms", func(l Latency) float64 { return l.Max })
+	if cb := a.Callbacks; cb != nil {
+		row("callbacks received", only(func(*Report) string { return itoa(cb.Received) }))
+		row("distinct webhook-ids", only(func(*Report) string { return itoa(cb.Distinct) }))
+		row("lost (202s - distinct)", only(func(*Report) string { return itoa(cb.Lost) }))
+		row("duplicates", only(func(*Report) string { return itoa(cb.Duplicates) }))
+		row("drain s", only(func(*Report) string { return fmt.Sprintf("%.2f", cb.DrainSeconds) }))
+		row("e2e p50 ms", only(func(*Report) string { return fmtMs(cb.E2E.P50) }))
+		row("e2e p99 ms", only(func(*Report) string { return fmtMs(cb.E2E.P99) }))
+		row("e2e max ms", only(func(*Report) string { return fmtMs(cb.E2E.Max) }))
+	}
+	if c.Memory != nil && d.Memory != nil && a.Memory != nil {
+		row("peak heap MiB", func(r *Report) string { return mib(r.Memory.PeakHeapBytes) })
+		row("peak RSS MiB", func(r *Report) string { return mib(r.Memory.PeakRSSBytes) })
+		perReq := func(r *Report) float64 { return r.Memory.CPUSeconds * 1e6 / float64(max(r.Accepted, 1)) }
+		row("CPU us per 202", func(r *Report) string { return fmt.Sprintf("%.1f", perReq(r)) },
+			ratio(perReq(a), perReq(c)), ratio(perReq(a), perReq(d)))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "\nmemory is the whole process (%s)\n", memNote)
-	for _, r := range []*Report{c, a} {
+	for _, r := range []*Report{c, d, a} {
 		for _, k := range slices.Sorted(maps.Keys(r.ErrorExamples)) {
 			fmt.Fprintf(w, "%s %s, first: %q\n", r.Workload, k, r.ErrorExamples[k])
 		}
