@@ -460,7 +460,7 @@ func TestCallbackFailsAfterMaxAttempts(t *testing.T) {
 }
 
 func TestCallbackNotRetryableFailsAtOnce(t *testing.T) {
-	recv := &fakeReceiver{script: []DeliveryResult{{Err: errors.New("410 gone"), Retryable: false}}}
+	recv := &fakeReceiver{script: []DeliveryResult{{Err: errors.New("forbidden destination"), Retryable: false}}}
 	h := startEngine(t, Config{CallbackBackoff: time.Millisecond}, &fakeAuthz{}, recv)
 	rec := h.mustAccept("callbackGoneToken0000001")
 	if got := h.waitState(rec.ID, session.StateFailed); got.CallbackAttempts != 1 {

@@ -189,7 +189,9 @@ type Result struct {
 	// Err is nil exactly when the receiver answered 2xx.
 	Err error
 	// Retryable says whether another attempt may succeed: false for a bad
-	// URL, a forbidden destination (ErrForbiddenDestination) and 410 Gone.
+	// URL and a forbidden destination (ErrForbiddenDestination). Every
+	// status other than 2xx is retried, 410 Gone included (DESIGN.md:
+	// anything but a 2xx is retried).
 	Retryable bool
 	// RetryAfter is the receiver's Retry-After (seconds or HTTP date) on
 	// a 429 or 503, capped at 24h; 0 if absent.
@@ -267,7 +269,7 @@ func (s *Sender) send(start, deadline time.Time, id string, r session.Request, s
 		return host, res
 	}
 	res.Err = fmt.Errorf("callback: status %d", code)
-	res.Retryable = code != fasthttp.StatusGone
+	res.Retryable = true
 	if code == fasthttp.StatusTooManyRequests || code == fasthttp.StatusServiceUnavailable {
 		res.RetryAfter = parseRetryAfter(fresp.Header.Peek(fasthttp.HeaderRetryAfter), s.cfg.now())
 	}

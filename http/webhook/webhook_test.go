@@ -257,7 +257,7 @@ func TestSendStatus(t *testing.T) {
 		{code: 307, header: [2]string{"Location", "/elsewhere"}, wantErr: true, retryable: true},
 		{code: 400, wantErr: true, retryable: true},
 		{code: 404, wantErr: true, retryable: true},
-		{code: 410, wantErr: true, retryable: false},
+		{code: 410, wantErr: true, retryable: true},
 		{code: 429, header: [2]string{"Retry-After", "3"}, wantErr: true, retryable: true, retryAfter: 3 * time.Second},
 		{code: 429, wantErr: true, retryable: true},
 		{code: 500, header: [2]string{"Retry-After", "3"}, wantErr: true, retryable: true}, // only 429/503 carry it
