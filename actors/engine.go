@@ -27,7 +27,7 @@ type DeliverFunc func(deadline time.Time, id string, req session.Request, status
 type DeliveryResult struct {
 	StatusCode int           // the receiver's HTTP status; 0 if none arrived
 	Err        error         // nil: delivered (any 2xx)
-	Retryable  bool          // false: give up now (e.g. 410 Gone, forbidden destination)
+	Retryable  bool          // false: give up now (e.g. a forbidden destination)
 	RetryAfter time.Duration // the receiver's Retry-After, if any
 }
 
@@ -55,9 +55,10 @@ type Config struct {
 	// AuthzConcurrency bounds the calls to the authorization service in
 	// flight at once. Default: 64.
 	AuthzConcurrency int
-	// AuthzCallTimeout bounds one call; a call also ends at the request's
-	// deadline. Default: 5s.
-	AuthzCallTimeout time.Duration
+	// AuthzCallGrace is how long past its request's deadline a call may
+	// still run, holding its worker, before it is cut off (its answer is
+	// too late to use either way). Default: 5s.
+	AuthzCallGrace time.Duration
 	// AuthzRetryBackoff is the first delay before a failed call is retried
 	// (doubling, jittered, capped at AuthzBreakerCooldown). Default: 50ms.
 	AuthzRetryBackoff time.Duration
@@ -129,8 +130,8 @@ func (c *Config) setDefaults() {
 	if c.AuthzConcurrency == 0 {
 		c.AuthzConcurrency = 64
 	}
-	if c.AuthzCallTimeout == 0 {
-		c.AuthzCallTimeout = 5 * time.Second
+	if c.AuthzCallGrace == 0 {
+		c.AuthzCallGrace = 5 * time.Second
 	}
 	if c.AuthzRetryBackoff == 0 {
 		c.AuthzRetryBackoff = 50 * time.Millisecond
@@ -186,8 +187,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("actors: decision timeout %v: must be at least 1ms", c.DecisionTimeout)
 	case c.AuthzConcurrency < 1:
 		return fmt.Errorf("actors: authz concurrency %d: must be at least 1", c.AuthzConcurrency)
-	case c.AuthzCallTimeout < time.Millisecond:
-		return fmt.Errorf("actors: authz call timeout %v: must be at least 1ms", c.AuthzCallTimeout)
+	case c.AuthzCallGrace < time.Millisecond:
+		return fmt.Errorf("actors: authz call grace %v: must be at least 1ms", c.AuthzCallGrace)
 	case c.AuthzRetryBackoff < 0:
 		return fmt.Errorf("actors: authz retry backoff %v: must not be negative", c.AuthzRetryBackoff)
 	case c.AuthzBreakerFailures < 1:

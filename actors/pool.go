@@ -113,14 +113,16 @@ func (w *authzWorker) call(msg *Authorize) (answer *AuthzAnswered) {
 			answer = &AuthzAnswered{Err: fmt.Errorf("actors: authorize panicked: %v", v)}
 		}
 	}()
-	now := w.e.cfg.now()
-	if !now.Before(msg.Deadline) {
+	if !w.e.cfg.now().Before(msg.Deadline) {
 		return &AuthzAnswered{Err: errDeadlinePassed}
 	}
-	deadline := msg.Deadline
-	if d := now.Add(w.e.cfg.AuthzCallTimeout); d.Before(deadline) {
-		deadline = d
-	}
+	// The call is not cut off at the request's deadline: the request actor
+	// decides unknown then on its own timer, while the worker waits up to
+	// AuthzCallGrace longer for the service to finish and drops the late
+	// answer. Cut off, the call would go on at the service while the
+	// worker took the next one, and a slow service, the one to protect,
+	// would see more than AuthzConcurrency calls at once.
+	deadline := msg.Deadline.Add(w.e.cfg.AuthzCallGrace)
 	// The breaker fails calls at once while the service keeps failing, so
 	// that waiting requests back off instead of hammering it.
 	start := time.Now()
