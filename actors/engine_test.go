@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,12 +59,14 @@ type fakeAuthz struct {
 	slowFor time.Duration
 	slowEnd atomic.Bool // the slow call has returned
 	answers map[string]session.Status
+	order   []string // tokens, in the order their calls began
 }
 
 func (f *fakeAuthz) authorize(deadline time.Time, stationID, token string) (session.Status, string, error) {
 	f.mu.Lock()
 	f.calls++
 	n := f.calls
+	f.order = append(f.order, token)
 	f.inNow++
 	f.peak = max(f.peak, f.inNow)
 	delay, failN, hang := f.delay, f.failN, f.hang
@@ -394,6 +397,31 @@ func TestMaxInflightBacklogDrainsOldestFirst(t *testing.T) {
 	}
 	if calls, peak := authz.stats(); calls != 100 || peak > 3 {
 		t.Errorf("%d calls (want 100), peak %d (want <= 3 with 3 live actors)", calls, peak)
+	}
+}
+
+// With one live request at a time, the backlog is admitted in the order
+// the requests were accepted: the authorization service sees their calls
+// in that order. Accepts keep arriving while slots free (one every
+// millisecond, each call takes 4), so a new request could overtake the
+// waiting ones.
+func TestBacklogAdmittedOldestFirst(t *testing.T) {
+	authz := &fakeAuthz{delay: 4 * time.Millisecond}
+	h := startEngine(t, Config{MaxInflight: 1, AuthzConcurrency: 8}, authz, &fakeReceiver{})
+	var tokens, ids []string
+	for i := range 40 {
+		token := fmt.Sprintf("oldestFirstToken%08d", i)
+		tokens = append(tokens, token)
+		ids = append(ids, h.mustAccept(token).ID)
+		time.Sleep(time.Millisecond)
+	}
+	for _, id := range ids {
+		h.waitState(id, session.StateDelivered)
+	}
+	authz.mu.Lock()
+	defer authz.mu.Unlock()
+	if !slices.Equal(authz.order, tokens) {
+		t.Errorf("calls in the order\n%v\nwant the order of the accepts\n%v", authz.order, tokens)
 	}
 }
 
