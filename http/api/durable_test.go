@@ -1,10 +1,10 @@
 package api_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -84,11 +84,18 @@ func TestNoCallbackBeforeDecisionIsStored(t *testing.T) {
 		}
 		rec, err := st.Get(c.ID)
 		_ = st.Close()
+		var body struct {
+			Status session.Status `json:"status"`
+		}
+		if jerr := json.Unmarshal([]byte(c.Body), &body); jerr != nil {
+			t.Errorf("callback body %q: %v", c.Body, jerr)
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		checked++
-		if err != nil || rec.State == session.StatePending || rec.Status == "" || !strings.Contains(c.Body, string(rec.Status)) {
-			bad = append(bad, fmt.Sprintf("%s: %s %q %v", c.ID, rec.State, rec.Status, err))
+		// The exact status: "allowed" is a substring of "not_allowed".
+		if err != nil || rec.State == session.StatePending || rec.Status == "" || body.Status != rec.Status {
+			bad = append(bad, fmt.Sprintf("%s: %s %q %v, callback %q", c.ID, rec.State, rec.Status, err, body.Status))
 		}
 	}
 	svc := startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true, FS: fs})

@@ -28,11 +28,13 @@ const (
 	failStorageFault
 	failNotReady
 	failStore
+
+	numFailures // not a kind: the count, for the table and its test
 )
 
 // failures maps each kind to its status code, message and Retry-After
 // seconds (0: no header). It is the only place these are decided.
-var failures = [...]struct {
+var failures = [numFailures]struct {
 	code       int
 	message    string
 	retryAfter int
@@ -47,6 +49,7 @@ var failures = [...]struct {
 	failDiskFull:     {fasthttp.StatusServiceUnavailable, "storage is full; nothing was accepted", 5},
 	failBacklogFull:  {fasthttp.StatusServiceUnavailable, "too many requests are waiting; nothing was accepted", 1},
 	failStorageFault: {fasthttp.StatusServiceUnavailable, "storage failed and is recovering; nothing was accepted", 1},
+	failNotReady:     {fasthttp.StatusServiceUnavailable, "service is still starting; nothing was done", 1},
 	failStore:        {fasthttp.StatusServiceUnavailable, "cannot persist the request; nothing was accepted", 1},
 }
 
