@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/chargeauth/chargeauth/http/api"
 	"github.com/chargeauth/chargeauth/session"
@@ -191,5 +194,50 @@ func TestAdminListFiltersAndPages(t *testing.T) {
 		if r := do(t, "GET", admin+"/sessions?"+bad, "", nil); r.code != 400 {
 			t.Errorf("%s: %d, want 400", bad, r.code)
 		}
+	}
+}
+
+// Closing makes /readyz answer 503 first, while in-flight work still has
+// its grace: a load balancer stops sending before the service stops.
+func TestReadyzDownWhileClosing(t *testing.T) {
+	authz := startFakeAuthz(t, 0)
+	release := make(chan struct{})
+	var once sync.Once
+	releaseAll := func() { once.Do(func() { close(release) }) }
+	entered := make(chan struct{}, 1)
+	hook := serveLoopback(t, func(ctx *fasthttp.RequestCtx) {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		<-release // the callback is in flight until released
+		ctx.SetStatusCode(204)
+	})
+	svc := startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true})
+	t.Cleanup(releaseAll) // registered last, so it runs before the servers stop
+	admin := "http://" + svc.AdminAddr()
+	mustAccept(t, svc, tokAllowed, hook+"/cb")
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the callback never reached the receiver")
+	}
+
+	closed := make(chan error, 1)
+	go func() { closed <- svc.Close() }()
+	eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if r := do(t, "GET", admin+"/readyz", "", nil); r.code != 503 {
+			return fmt.Errorf("readyz %d while closing", r.code)
+		}
+		return nil
+	})
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) before the test saw /readyz go down", err)
+	default:
+	}
+	releaseAll()
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
 	}
 }

@@ -241,6 +241,13 @@ func TestHTTPErrors(t *testing.T) {
 			t.Errorf("%s: Allow %q", method, r.header["allow"])
 		}
 	}
+	for _, method := range []string{"POST", "PUT", "DELETE"} {
+		r := do(t, method, base+"/charge_point/session/0190aaaa-0000-7000-8000-000000000000", "application/json", nil)
+		failed(t, r, 405)
+		if r.header["allow"] != "GET, HEAD" {
+			t.Errorf("%s on an id: Allow %q", method, r.header["allow"])
+		}
+	}
 	failed(t, do(t, "POST", base+"/charge_point/session/", "text/plain", valid), 415)
 	failed(t, do(t, "POST", base+"/charge_point/session/", "application/x-www-form-urlencoded", valid), 415)
 	big := []byte(`{"station_id":"` + station + `","pad":"` + strings.Repeat("x", 17<<10) + `"}`)
@@ -251,6 +258,12 @@ func TestHTTPErrors(t *testing.T) {
 	// JSON with a charset, and a +json type, are JSON.
 	if r := do(t, "POST", base+"/charge_point/session/", "application/json; charset=utf-8", valid); r.code != 202 {
 		t.Errorf("charset: %d %s", r.code, r.body)
+	}
+	if r := do(t, "POST", base+"/charge_point/session/", "application/vnd.chargeauth+json", valid); r.code != 202 {
+		t.Errorf("+json: %d %s", r.code, r.body)
+	}
+	if r := do(t, "POST", base+"/charge_point/session/", "", valid); r.code != 202 { // no Content-Type: read as JSON
+		t.Errorf("no content type: %d %s", r.code, r.body)
 	}
 }
 

@@ -45,7 +45,7 @@ func (f *front) handle(ctx *fasthttp.RequestCtx) {
 	case bytes.HasPrefix(path, []byte(sessionPath+"/")):
 		if !ctx.IsGet() && !ctx.IsHead() {
 			writeFailed(ctx, failMethod, nil)
-			ctx.Response.Header.Set("Allow", "GET")
+			ctx.Response.Header.Set("Allow", "GET, HEAD")
 			return
 		}
 		f.get(ctx, string(path[len(sessionPath)+1:]))

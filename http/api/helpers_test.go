@@ -214,6 +214,8 @@ func do(t *testing.T, method, url, contentType string, body []byte) response {
 	req.Header.SetMethod(method)
 	if contentType != "" {
 		req.Header.SetContentType(contentType)
+	} else {
+		req.Header.SetNoDefaultContentType(true) // really none
 	}
 	req.SetBody(body)
 	if err := fasthttp.DoTimeout(req, resp, 10*time.Second); err != nil {
