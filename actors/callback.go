@@ -24,14 +24,35 @@ import (
 // The schedule lives in the store: an attempt's count and next time are
 // written before the next attempt is planned, so a restart continues it.
 //
-// Memory is bounded like the supervisor's: the sender holds at most
-// CallbackQueueLimit deliveries that are due (queued or in flight).
-// Decided requests beyond that stay in the store (overflow mode) and are
-// read back from the decided index, oldest first, as deliveries end. When
-// callbacks are slower than decisions, the backlog of callbacks waits on
-// disk, not in memory. Callbacks waiting on a retry timer are held in
-// memory (a timer and a record each) and do not count against the limit,
-// so a failing receiver cannot starve healthy ones.
+// Memory is bounded under any burst: the sender owns at most
+// 2×CallbackQueueLimit callbacks. It takes a callback that is due (to queue
+// it or send it) only while fewer than CallbackQueueLimit are due, and it
+// holds at most CallbackQueueLimit on a retry timer (a timer and a record
+// each). The two budgets are separate, so a failing receiver's retries
+// cannot take the slots of healthy receivers.
+//
+//   - Decided requests beyond the due budget stay in the store (overflow
+//     mode) and are read back from the decided index, oldest first, as
+//     deliveries end. When callbacks are slower than decisions, the backlog
+//     waits on disk, not in memory.
+//   - A retry beyond the waiting budget is released: the attempt has just
+//     stored it as decided with its NextAttemptAt, so the sender forgets it
+//     and arms one wake timer (one for all of them) at the earliest such
+//     time. The wake sweeps the decided index from the start (after the
+//     current sweep ends, if one is under way), and the sweep takes back
+//     only records that are due: a record not due yet is passed over, never
+//     taken into memory, and its time re-arms the wake. A released retry is
+//     thus attempted no earlier than its NextAttemptAt, and at most
+//     min(CallbackBackoff, 1s) later when there is room (the wakes are at
+//     least that far apart, each sweep reading the index once).
+//
+// Invariant: every decided request in the store that the sender does not
+// own is (a) ahead of the sweep: overflow is set and its id > scanAfter;
+// or (b) not due yet, and the wake timer is armed for no later than its
+// NextAttemptAt (or the gap after the last wake), or wrap is set; or (c)
+// left by a failed store write, for the rescan after the store recovers
+// (or the next start). The owned set keeps a sweep from starting a second
+// delivery of an id.
 type callbackSender struct {
 	e    *Engine
 	log  *slog.Logger
@@ -48,11 +69,32 @@ type callbackSender struct {
 	// never starts a second delivery of one.
 	owned map[string]struct{}
 
-	waiting int // owned callbacks waiting on a retry timer (not counted by the limit)
+	waiting int // owned callbacks waiting on a retry timer: at most CallbackQueueLimit
 
-	overflow  bool   // decided requests wait in the store
-	scanAfter string // every waiting id is above it ("" = from the start)
+	overflow  bool   // decided requests wait in the store, ahead of the sweep
+	scanAfter string // the sweep's cursor: every waiting id is above it ("" = from the start)
+	wrap      bool   // a wake came during the sweep: at its end, sweep again from the start
+	readingOn bool   // a *readOnCallbacks is in the mailbox
+
+	// The wake timer, for released retries (see above).
+	wakeAt    time.Time // when the armed timer fires (zero: none armed)
+	wakeTimer *time.Timer
+	wakeGen   uint64    // the armed timer's number: a stopped timer's late message is ignored
+	lastWake  time.Time // when the last wake came
 }
+
+// refillSkipBudget is how many records one refill passes over (owned, or
+// not due yet) before it lets the mailbox in and reads on, so that a sweep
+// over a large backlog of released retries never holds the sender for long.
+const refillSkipBudget = 4096
+
+// refillSkipPage is how many more records than free+1 a refill asks for
+// in one scan after it has passed over some (the store's scan page).
+const refillSkipPage = 256
+
+// maxWakeGap caps the least time between two wakes (CallbackBackoff, if
+// shorter): each wake may sweep the whole decided index.
+const maxWakeGap = time.Second
 
 func newCallbackSender(e *Engine) *callbackSender {
 	return &callbackSender{e: e, log: e.log.With("actor", "callbacks"), owned: make(map[string]struct{}),
@@ -76,7 +118,7 @@ func (c *callbackSender) Receive(ctx actor.Context) {
 		}
 		c.own(ctx, msg.Record)
 	case *rescanCallbacks:
-		c.overflow, c.scanAfter = true, ""
+		c.overflow, c.scanAfter, c.wrap = true, "", false
 		c.refill(ctx)
 	case *callbackDue:
 		c.waiting--
@@ -92,7 +134,31 @@ func (c *callbackSender) Receive(ctx actor.Context) {
 		c.markReady(h)
 		c.done(ctx, msg)
 		c.run(ctx)
-	case *actor.Started, *actor.Stopping, *actor.Stopped, *actor.Restarting:
+	case *wakeCallbacks:
+		if msg.gen != c.wakeGen || c.wakeAt.IsZero() {
+			return // a timer stopped too late: a newer one is armed
+		}
+		c.wakeAt, c.wakeTimer, c.lastWake = time.Time{}, nil, c.e.cfg.now()
+		switch {
+		case !c.overflow:
+			c.overflow, c.scanAfter = true, ""
+		case c.scanAfter != "":
+			// A sweep is under way: records behind its cursor are read
+			// again once it ends, and it is not started over (which
+			// could keep it from ever reaching the newest ids).
+			c.wrap = true
+		}
+		c.refill(ctx)
+	case *readOnCallbacks:
+		c.readingOn = false
+		if c.overflow {
+			c.refill(ctx)
+		}
+	case *actor.Stopping:
+		if c.wakeTimer != nil {
+			c.wakeTimer.Stop()
+		}
+	case *actor.Started, *actor.Stopped, *actor.Restarting:
 	default:
 		c.log.Debug("unexpected message", "type", typeName(msg))
 	}
@@ -109,24 +175,50 @@ func (c *callbackSender) own(ctx actor.Context, rec session.Record) {
 	c.schedule(ctx, rec)
 }
 
-// refill reads waiting decided requests back from the store, oldest first,
-// until the sender owns CallbackQueueLimit; it leaves overflow mode when
-// the store has no more.
+// refill sweeps the decided index from scanAfter, oldest first, and takes
+// the records that are due until the sender has CallbackQueueLimit due;
+// it passes over records it owns and records not due yet (their earliest
+// NextAttemptAt arms the wake). At the end of the index it leaves
+// overflow mode, or sweeps again from the start if a wake came meanwhile.
+// It reads only what it takes, plus one record to see whether more are
+// left, as long as it meets none to pass over.
 func (c *callbackSender) refill(ctx actor.Context) {
 	if c.e.stopping() {
 		return
 	}
+	now := c.e.cfg.now()
+	var later time.Time // the earliest NextAttemptAt passed over
+	defer func() {
+		if !later.IsZero() {
+			c.wakeBy(ctx, later)
+		}
+	}()
+	skipped, extra := 0, 0
 	for free := c.e.cfg.CallbackQueueLimit - c.active(); free > 0; free = c.e.cfg.CallbackQueueLimit - c.active() {
-		limit, seen, more := free+1, 0, false
+		if skipped >= refillSkipBudget {
+			c.readOn(ctx)
+			return
+		}
+		limit, seen, more, cursor := free+1+extra, 0, false, c.scanAfter
 		var batch []session.Record
 		err := c.e.cfg.Store.Scan(session.StateDecided, c.scanAfter, limit, func(rec session.Record) bool {
 			seen++
-			if _, ok := c.owned[rec.ID]; ok {
-				return true
-			}
 			if len(batch) >= free {
 				more = true
 				return false
+			}
+			cursor = rec.ID
+			if _, ok := c.owned[rec.ID]; ok {
+				skipped++
+				return true
+			}
+			if at := rec.NextAttemptAt; at.After(now) {
+				// Not due: taking it now would only hold it on a timer.
+				skipped++
+				if later.IsZero() || at.Before(later) {
+					later = at
+				}
+				return true
 			}
 			batch = append(batch, rec)
 			return true
@@ -143,27 +235,69 @@ func (c *callbackSender) refill(ctx actor.Context) {
 			}
 			return
 		}
+		c.scanAfter = cursor
 		for _, rec := range batch {
 			c.own(ctx, rec)
-			c.scanAfter = rec.ID
 		}
 		if more {
 			return
 		}
 		if seen < limit {
+			if c.wrap {
+				c.wrap, c.scanAfter = false, ""
+				continue
+			}
 			c.overflow, c.scanAfter = false, ""
 			return
 		}
-		// A full page of owned or admitted records: read on if room is left.
-		if len(batch) == 0 {
-			return // every record seen is owned already: nothing to gain now
+		// A full page with room left: read on, a store page at a time once
+		// records are being passed over.
+		if skipped > 0 {
+			extra = refillSkipPage
 		}
 	}
 }
 
-// schedule queues rec now, or at its NextAttemptAt.
+// readOn lets the messages waiting in the mailbox in before the refill
+// reads on.
+func (c *callbackSender) readOn(ctx actor.Context) {
+	if !c.readingOn {
+		c.readingOn = true
+		ctx.Send(ctx.Self(), &readOnCallbacks{})
+	}
+}
+
+// wakeBy arms the wake timer for t, or for the end of the gap after the
+// last wake, unless it is armed for earlier already.
+func (c *callbackSender) wakeBy(ctx actor.Context, t time.Time) {
+	if gapEnd := c.lastWake.Add(min(c.e.cfg.CallbackBackoff, maxWakeGap)); t.Before(gapEnd) {
+		t = gapEnd
+	}
+	if !c.wakeAt.IsZero() && !t.Before(c.wakeAt) {
+		return
+	}
+	if c.wakeTimer != nil {
+		c.wakeTimer.Stop()
+	}
+	c.wakeGen++
+	gen, self, root := c.wakeGen, ctx.Self(), c.e.system.Root
+	c.wakeAt = t
+	c.wakeTimer = time.AfterFunc(t.Sub(c.e.cfg.now()), func() { root.Send(self, &wakeCallbacks{gen: gen}) })
+}
+
+// schedule queues rec now, or has it wait for its NextAttemptAt: on a
+// timer while fewer than CallbackQueueLimit wait so, else in the store.
 func (c *callbackSender) schedule(ctx actor.Context, rec session.Record) {
 	if wait := rec.NextAttemptAt.Sub(c.e.cfg.now()); wait > 0 {
+		if c.waiting >= c.e.cfg.CallbackQueueLimit {
+			// The store has it, decided, with this NextAttemptAt (the
+			// attempt that planned it is stored): a wake takes it back.
+			delete(c.owned, rec.ID)
+			c.e.pendingCB.Store(int64(len(c.owned)))
+			c.e.releasedCB.Add(1)
+			c.wakeBy(ctx, rec.NextAttemptAt)
+			return
+		}
 		self, root := ctx.Self(), c.e.system.Root
 		c.waiting++
 		time.AfterFunc(wait, func() { root.Send(self, &callbackDue{Record: rec}) })
@@ -312,7 +446,7 @@ func (c *callbackSender) done(ctx actor.Context, msg *CallbackAttempted) {
 		}
 		delete(c.owned, msg.Record.ID)
 	case msg.Record.State == session.StateDecided:
-		c.schedule(ctx, msg.Record) // waits for NextAttemptAt
+		c.schedule(ctx, msg.Record) // waits for NextAttemptAt, on a timer or in the store
 	default:
 		delete(c.owned, msg.Record.ID)
 	}

@@ -96,9 +96,10 @@ type Config struct {
 	// Default: 64 (most fleets call back one host, their own backend:
 	// 16 capped them at 16 / the attempt's latency).
 	CallbackHostConcurrency int
-	// CallbackQueueLimit bounds the callbacks held in memory (queued,
-	// waiting for a retry, or in flight); the rest wait in the store.
-	// Default: 10000.
+	// CallbackQueueLimit bounds the callbacks held in memory: at most this
+	// many due (queued or in flight) and as many more waiting for a retry,
+	// so 2×CallbackQueueLimit in all; the rest wait in the store and are
+	// read back when due. Default: 10000.
 	CallbackQueueLimit int
 
 	// Observe receives the engine's measurements (metrics). Default: none.
@@ -233,7 +234,8 @@ type Engine struct {
 
 	live       atomic.Int64 // live request actors
 	authzCalls atomic.Int64 // calls in flight to the authorization service
-	pendingCB  atomic.Int64 // callbacks queued, waiting to retry or in flight
+	pendingCB  atomic.Int64 // callbacks queued, waiting to retry or in flight (held in memory)
+	releasedCB atomic.Int64 // retries released to the store to wait there (observability, tests)
 
 	callbacksBusy atomic.Int64 // callback attempts in flight
 
@@ -389,8 +391,9 @@ func (e *Engine) LiveRequests() int64 { return e.live.Load() }
 // AuthzCallsInFlight is the number of calls to the authorization service now.
 func (e *Engine) AuthzCallsInFlight() int64 { return e.authzCalls.Load() }
 
-// CallbacksPending is the number of callbacks queued, waiting to retry or in
-// flight.
+// CallbacksPending is the number of callbacks held in memory: queued,
+// waiting to retry or in flight (at most 2×CallbackQueueLimit). Callbacks
+// waiting in the store are not counted.
 func (e *Engine) CallbacksPending() int64 { return e.pendingCB.Load() }
 
 // Stop refuses new requests, lets live requests and callbacks finish for up

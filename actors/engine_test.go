@@ -161,7 +161,9 @@ func startEngine(t *testing.T, cfg Config, authz *fakeAuthz, recv *fakeReceiver)
 func startOn(t *testing.T, cfg Config, authz *fakeAuthz, recv *fakeReceiver) *harness {
 	t.Helper()
 	cfg.Authorize = authz.authorize
-	cfg.Deliver = recv.deliver
+	if cfg.Deliver == nil {
+		cfg.Deliver = recv.deliver
+	}
 	cfg.Logger = testLogger(t)
 	e, err := Start(cfg)
 	if err != nil {
@@ -170,7 +172,8 @@ func startOn(t *testing.T, cfg Config, authz *fakeAuthz, recv *fakeReceiver) *ha
 	e.System().EventStream.Subscribe(func(evt any) {
 		if dl, ok := evt.(*actor.DeadLetterEvent); ok {
 			switch dl.Message.(type) {
-			case *AuthzAnswered, *retryAuthorize, *deadlinePassed, *DeliverCallback, *CallbackAttempted, *workerIdle:
+			case *AuthzAnswered, *retryAuthorize, *deadlinePassed, *DeliverCallback, *CallbackAttempted, *workerIdle,
+				*callbackDue, *wakeCallbacks, *readOnCallbacks:
 				// expected after a decision or while stopping
 			default:
 				t.Errorf("unexpected dead letter %T to %v", dl.Message, dl.PID)
@@ -980,4 +983,210 @@ func TestLateAcceptedAfterScanChangesNothing(t *testing.T) {
 	if cbs := h.recv.callbacks(second.ID); len(cbs) != 1 {
 		t.Errorf("callbacks %v: want exactly one", cbs)
 	}
+}
+
+// checkedReceiver fails every attempt while down is set (with retryAfter,
+// if any, as the receiver's Retry-After). At each attempt it checks against
+// the store that the record's NextAttemptAt has come, that no other attempt
+// of the id is in flight, and that the id was not delivered already.
+type checkedReceiver struct {
+	store      *persistence.Store
+	down       atomic.Bool
+	retryAfter time.Duration
+
+	mu        sync.Mutex
+	inFlight  map[string]bool
+	attempts  map[string]int
+	delivered map[string]int
+	failures  int
+	late      time.Duration // the most an attempt came after its NextAttemptAt
+	problems  []string
+}
+
+func newCheckedReceiver(st *persistence.Store) *checkedReceiver {
+	return &checkedReceiver{store: st, inFlight: make(map[string]bool), attempts: make(map[string]int),
+		delivered: make(map[string]int)}
+}
+
+func (r *checkedReceiver) deliver(_ time.Time, id string, _ session.Request, _ session.Status) DeliveryResult {
+	down := r.down.Load() // before the attempt counts: see minAttempts
+	now := time.Now()
+	rec, err := r.store.Get(id)
+	r.mu.Lock()
+	switch {
+	case err != nil:
+		r.problems = append(r.problems, fmt.Sprintf("%s: %v", id, err))
+	case now.Before(rec.NextAttemptAt):
+		r.problems = append(r.problems, fmt.Sprintf("%s: attempt %d made %v before its NextAttemptAt",
+			id, r.attempts[id]+1, rec.NextAttemptAt.Sub(now)))
+	case !rec.NextAttemptAt.IsZero():
+		r.late = max(r.late, now.Sub(rec.NextAttemptAt))
+	}
+	if r.inFlight[id] {
+		r.problems = append(r.problems, id+": two attempts at once")
+	}
+	if r.delivered[id] > 0 {
+		r.problems = append(r.problems, id+": attempted after its delivery")
+	}
+	r.inFlight[id] = true
+	r.attempts[id]++
+	r.mu.Unlock()
+
+	time.Sleep(50 * time.Microsecond) // a window for an overlapping attempt to show
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.inFlight, id)
+	if down {
+		r.failures++
+		return DeliveryResult{StatusCode: 503, Err: errors.New("503"), Retryable: true, RetryAfter: r.retryAfter}
+	}
+	r.delivered[id]++
+	return DeliveryResult{StatusCode: 204}
+}
+
+// minAttempts is the fewest attempts any of ids had. An attempt counts once
+// it has read down: after down is set, the attempts counted so far all fail.
+func (r *checkedReceiver) minAttempts(ids []string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	least := -1
+	for _, id := range ids {
+		if n := r.attempts[id]; least < 0 || n < least {
+			least = n
+		}
+	}
+	return least
+}
+
+// samplePeak records the most callbacks the engine held in memory, sampled
+// until the test ends.
+func samplePeak(t *testing.T, e *Engine) *atomic.Int64 {
+	t.Helper()
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if n := e.CallbacksPending(); n > peak.Load() {
+				peak.Store(n)
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+	return &peak
+}
+
+// While a receiver fails every attempt through a burst, the callbacks it
+// owes wait for their retries in the store, not in memory: the sender
+// holds at most CallbackQueueLimit due and as many waiting on a timer.
+// Once the receiver recovers, every callback is delivered, exactly once,
+// and no attempt is ever made before the NextAttemptAt its record holds.
+func TestRetriesWaitingInMemoryAreBounded(t *testing.T) {
+	const limit, n = 5, 200
+	st := openStore(t, vfs.NewMem())
+	recv := newCheckedReceiver(st)
+	recv.down.Store(true)
+	h := startOn(t, Config{Store: st, CallbackQueueLimit: limit, CallbackMaxAttempts: 1000,
+		CallbackBackoff: 2 * time.Millisecond, CallbackMaxBackoff: 20 * time.Millisecond, Deliver: recv.deliver},
+		&fakeAuthz{}, &fakeReceiver{})
+	peak := samplePeak(t, h.engine)
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = h.mustAccept(fmt.Sprintf("retryBoundToken%09d", i)).ID
+	}
+	// Every callback is retried at least twice while the receiver is down:
+	// the retries beyond the limit went to the store and came back.
+	eventually(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if p := peak.Load(); p > 2*limit {
+			t.Fatalf("the sender held %d callbacks at once while the receiver was down, want at most %d", p, 2*limit)
+		}
+		if least := recv.minAttempts(ids); least < 3 {
+			return fmt.Errorf("a callback was attempted only %d times", least)
+		}
+		return nil
+	})
+	released := h.engine.releasedCB.Load()
+	if released == 0 {
+		t.Fatal("no retry was released to the store")
+	}
+
+	recv.down.Store(false)
+	eventually(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if d := st.Count(session.StateDelivered); d != n {
+			return fmt.Errorf("%d of %d delivered", d, n)
+		}
+		return nil
+	})
+	if p := peak.Load(); p > 2*limit {
+		t.Errorf("the sender held %d callbacks at once, want at most %d", p, 2*limit)
+	}
+	recv.mu.Lock()
+	defer recv.mu.Unlock()
+	for _, p := range recv.problems {
+		t.Error(p)
+	}
+	for _, id := range ids {
+		if d := recv.delivered[id]; d != 1 {
+			t.Errorf("%s delivered %d times, want 1", id, d)
+		}
+	}
+	// Each release follows a failed attempt: a sweep never takes a record
+	// that is not due only to release it again.
+	if released = h.engine.releasedCB.Load(); released > int64(recv.failures) {
+		t.Errorf("%d releases for %d failed attempts: records were taken before they were due", released, recv.failures)
+	}
+	t.Logf("peak %d held, %d failed attempts, %d released to the store, latest retry %v after its time",
+		peak.Load(), recv.failures, released, recv.late)
+}
+
+// A retry released to the store comes back when it is due: not before its
+// NextAttemptAt, and soon after it.
+func TestReleasedRetryComesBackWhenDue(t *testing.T) {
+	const limit, n = 2, 6
+	st := openStore(t, vfs.NewMem())
+	recv := newCheckedReceiver(st)
+	recv.retryAfter = 300 * time.Millisecond
+	recv.down.Store(true)
+	// A backoff of 1ns: the delay is the receiver's Retry-After.
+	h := startOn(t, Config{Store: st, CallbackQueueLimit: limit, CallbackBackoff: time.Nanosecond,
+		CallbackMaxBackoff: time.Second, Deliver: recv.deliver}, &fakeAuthz{}, &fakeReceiver{})
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = h.mustAccept(fmt.Sprintf("releasedRetryToken%06d", i)).ID
+	}
+	eventually(t, 10*time.Second, time.Millisecond, func() error {
+		if least := recv.minAttempts(ids); least < 1 {
+			return errors.New("not every callback was attempted yet")
+		}
+		return nil
+	})
+	recv.down.Store(false)
+	for _, id := range ids {
+		h.waitState(id, session.StateDelivered)
+	}
+	if r := h.engine.releasedCB.Load(); r < n-limit {
+		t.Errorf("%d retries released to the store, want at least %d", r, n-limit)
+	}
+	recv.mu.Lock()
+	defer recv.mu.Unlock()
+	for _, p := range recv.problems {
+		t.Error(p)
+	}
+	for _, id := range ids {
+		if a, d := recv.attempts[id], recv.delivered[id]; a != 2 || d != 1 {
+			t.Errorf("%s: %d attempts, %d delivered; want 2 and 1", id, a, d)
+		}
+	}
+	if recv.late > 250*time.Millisecond {
+		t.Errorf("a retry came %v after its NextAttemptAt, want within 250ms", recv.late)
+	}
+	t.Logf("latest retry %v after its NextAttemptAt", recv.late)
 }

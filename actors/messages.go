@@ -75,6 +75,17 @@ type callbackDue struct {
 
 func (*callbackDue) IgnoreDeadLetterLogging() {}
 
+// wakeCallbacks is the callback sender's wake timer: the earliest retry it
+// released to the store is due, so it sweeps the decided index again. gen
+// tells a timer stopped too late from the one armed now.
+type wakeCallbacks struct{ gen uint64 }
+
+func (*wakeCallbacks) IgnoreDeadLetterLogging() {}
+
+// readOnCallbacks is the callback sender's note to itself: a refill passed
+// over its budget of records and reads on after the mailbox.
+type readOnCallbacks struct{}
+
 // CallbackAttempted is a delivery task's report once its attempt is stored.
 type CallbackAttempted struct {
 	Record session.Record // as stored after the attempt

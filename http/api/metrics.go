@@ -80,7 +80,7 @@ func newMetrics(engine func() *actors.Engine, store *persistence.Store) *metrics
 		gauge("chargeauth_live_requests", "Live request actors.", (*actors.Engine).LiveRequests),
 		gauge("chargeauth_backlog", "Accepted requests waiting in the store for a request actor.", (*actors.Engine).Backlog),
 		gauge("chargeauth_authz_calls_in_flight", "Calls to the authorization service in flight.", (*actors.Engine).AuthzCallsInFlight),
-		gauge("chargeauth_callbacks_pending", "Callbacks queued, waiting to retry or in flight.", (*actors.Engine).CallbacksPending),
+		gauge("chargeauth_callbacks_pending", "Callbacks held in memory: queued, waiting to retry or in flight (the rest wait in the store).", (*actors.Engine).CallbacksPending),
 		&storeCollector{store: store},
 	)
 	return m
