@@ -1,0 +1,145 @@
+package main
+
+import (
+	"bufio"
+	"io"
+	"os/exec"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// serve's flags and their defaults, as DESIGN.md and the README's table
+// give them. A flag added without a line here fails the test.
+var serveDefaults = map[string]string{
+	"listen": ":8080", "admin-listen": "127.0.0.1:8082", "data-dir": "./data",
+	"authz-url": `""`, "authz-listen": "127.0.0.1:8081", "acl": `""`, "acl-reload-interval": "1s",
+	"decision-timeout": "10s", "authz-concurrency": "64",
+	"callback-secret": `""`, "callback-max-attempts": "10", "callback-backoff": "1s",
+	"callback-max-backoff": "10m0s", "callback-timeout": "10s", "callback-max-age": "24h0m0s",
+	"callback-host-concurrency": "64", "allow-private-callbacks": "false",
+	"callback-allow-cidr": `""`, "callback-ca-file": `""`,
+	"max-inflight": "10000", "max-backlog": "0", "shutdown-grace": "10s",
+	"retention": "168h0m0s", "min-free-disk": "256 MiB",
+	"log-level": "info", "log-format": "json",
+}
+
+// The help lists every flag of serve with the default the design gives it,
+// and no other.
+func TestServeHelpDefaults(t *testing.T) {
+	for k := range serveDefaults {
+		t.Setenv("CHARGEAUTH_"+strings.ToUpper(strings.ReplaceAll(k, "-", "_")), "") // unset: the defaults show
+	}
+	code, _, stderr := runCmd(t, "serve", "-h")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	line := regexp.MustCompile(`(?m)^  --([a-z-]+) \(default (.*), \$CHARGEAUTH_[A-Z_]+\)$`)
+	seen := map[string]bool{}
+	for _, m := range line.FindAllStringSubmatch(stderr, -1) {
+		flag, got := m[1], m[2]
+		seen[flag] = true
+		want, ok := serveDefaults[flag]
+		switch {
+		case !ok:
+			t.Errorf("--%s (default %s) is not in the design's list", flag, got)
+		case got != want:
+			t.Errorf("--%s: default %s, want %s", flag, got, want)
+		}
+	}
+	for flag := range serveDefaults {
+		if !seen[flag] {
+			t.Errorf("help lacks --%s", flag)
+		}
+	}
+}
+
+// chargeauth sink prints each callback it gets, one line with its
+// webhook headers and body, answers the status it was given, and exits 0
+// on SIGTERM.
+func TestSinkPrintsCallbacks(t *testing.T) {
+	cmd := exec.Command(binary(t), "sink", "--listen", "127.0.0.1:0", "--status", "202")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+
+	addr := make(chan string, 1)
+	go func() {
+		m := regexp.MustCompile(`sink listening on (\S+),`).FindStringSubmatch(firstLine(stderr))
+		if m != nil {
+			addr <- m[1]
+		}
+		close(addr)
+	}()
+	var a string
+	select {
+	case a = <-addr:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the sink never said where it listens")
+	}
+	if a == "" {
+		t.Fatal("the sink's first line does not give its address")
+	}
+
+	body := `{"station_id":"123e4567-e89b-12d3-a456-426614174000","driver_token":"validDriverToken1234567","status":"allowed"}`
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI("http://" + a + "/cb")
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.Header.SetContentType("application/json")
+	req.Header.Set("webhook-id", "0190a6f2-7c3b-7def-8a12-3456789abcde")
+	req.Header.Set("webhook-timestamp", "1700000000")
+	req.SetBodyString(body)
+	if err := fasthttp.DoTimeout(req, resp, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode() != 202 {
+		t.Errorf("sink answered %d, want the --status 202", resp.StatusCode())
+	}
+	got := make(chan string, 1)
+	go func() { got <- firstLine(stdout) }()
+	select {
+	case l := <-got:
+		for _, want := range []string{"POST /cb", "webhook-id=0190a6f2-7c3b-7def-8a12-3456789abcde", "webhook-timestamp=1700000000", body} {
+			if !strings.Contains(l, want) {
+				t.Errorf("printed %q, want it to contain %q", l, want)
+			}
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sink printed nothing")
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("sink after SIGTERM: %v, want exit 0", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sink did not stop on SIGTERM")
+	}
+}
+
+// firstLine reads one line from r.
+func firstLine(r io.Reader) string {
+	l, _ := bufio.NewReader(r).ReadString('\n')
+	return strings.TrimSpace(l)
+}
