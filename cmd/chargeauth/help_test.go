@@ -143,3 +143,29 @@ func firstLine(r io.Reader) string {
 	l, _ := bufio.NewReader(r).ReadString('\n')
 	return strings.TrimSpace(l)
 }
+
+// A flag given on the command line wins over its CHARGEAUTH_ variable: with
+// CHARGEAUTH_DECISION_TIMEOUT=1h and --decision-timeout 7s, a 202 gives 7
+// seconds to the deadline.
+func TestFlagWinsOverVariable(t *testing.T) {
+	t.Setenv("CHARGEAUTH_DECISION_TIMEOUT", "1h")
+	p := start(t, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+		"--authz-listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--decision-timeout", "7s")
+	addr := p.addr(t, "public listener")
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI("http://" + addr + "/charge_point/session/")
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.Header.SetContentType("application/json")
+	req.SetBodyString(`{"station_id":"123e4567-e89b-12d3-a456-426614174000","driver_token":"validDriverToken1234567","callback_url":"https://example.com/cb"}`)
+	if err := fasthttp.DoTimeout(req, resp, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode() != 202 {
+		t.Fatalf("%d %s", resp.StatusCode(), resp.Body())
+	}
+	if ra := string(resp.Header.Peek("Retry-After")); ra != "7" {
+		t.Errorf("Retry-After %q, want 7: the flag's 7s, not the variable's 1h", ra)
+	}
+}
