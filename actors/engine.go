@@ -55,10 +55,6 @@ type Config struct {
 	// AuthzConcurrency bounds the calls to the authorization service in
 	// flight at once. Default: 64.
 	AuthzConcurrency int
-	// AuthzCallGrace is how long past its request's deadline a call may
-	// still run, holding its worker, before it is cut off (its answer is
-	// too late to use either way). Default: 5s.
-	AuthzCallGrace time.Duration
 	// AuthzRetryBackoff is the first delay before a failed call is retried
 	// (doubling, jittered, capped at AuthzBreakerCooldown). Default: 50ms.
 	AuthzRetryBackoff time.Duration
@@ -131,9 +127,6 @@ func (c *Config) setDefaults() {
 	if c.AuthzConcurrency == 0 {
 		c.AuthzConcurrency = 64
 	}
-	if c.AuthzCallGrace == 0 {
-		c.AuthzCallGrace = 5 * time.Second
-	}
 	if c.AuthzRetryBackoff == 0 {
 		c.AuthzRetryBackoff = 50 * time.Millisecond
 	}
@@ -188,8 +181,6 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("actors: decision timeout %v: must be at least 1ms", c.DecisionTimeout)
 	case c.AuthzConcurrency < 1:
 		return fmt.Errorf("actors: authz concurrency %d: must be at least 1", c.AuthzConcurrency)
-	case c.AuthzCallGrace < time.Millisecond:
-		return fmt.Errorf("actors: authz call grace %v: must be at least 1ms", c.AuthzCallGrace)
 	case c.AuthzRetryBackoff < 0:
 		return fmt.Errorf("actors: authz retry backoff %v: must not be negative", c.AuthzRetryBackoff)
 	case c.AuthzBreakerFailures < 1:

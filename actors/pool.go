@@ -116,13 +116,14 @@ func (w *authzWorker) call(msg *Authorize) (answer *AuthzAnswered) {
 	if !w.e.cfg.now().Before(msg.Deadline) {
 		return &AuthzAnswered{Err: errDeadlinePassed}
 	}
-	// The call is not cut off at the request's deadline: the request actor
-	// decides unknown then on its own timer, while the worker waits up to
-	// AuthzCallGrace longer for the service to finish and drops the late
-	// answer. Cut off, the call would go on at the service while the
-	// worker took the next one, and a slow service, the one to protect,
-	// would see more than AuthzConcurrency calls at once.
-	deadline := msg.Deadline.Add(w.e.cfg.AuthzCallGrace)
+	// The call gets the request's deadline. The request actor decides
+	// unknown then on its own timer; a late answer changes nothing. The
+	// HTTP client (authz.Client) lets a call run a grace past the deadline
+	// before it cuts it off, so the worker stays taken while the service
+	// may still be working on it: cut off at once, the call would go on at
+	// the service while the worker took the next one, and a slow service,
+	// the one to protect, would see more than AuthzConcurrency calls.
+	deadline := msg.Deadline
 	// The breaker fails calls at once while the service keeps failing, so
 	// that waiting requests back off instead of hammering it.
 	start := time.Now()

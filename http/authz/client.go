@@ -30,11 +30,20 @@ type ClientConfig struct {
 	// for a free connection until their deadline.
 	// Default: 64.
 	MaxConns int
+	// Grace is how long past its deadline a call may still run before it
+	// is cut off. Its answer comes too late to use, but the caller's slot
+	// stays taken while the service may still be working on it, so a slow
+	// service never has more calls at once than the caller's bound.
+	// Default: 5s.
+	Grace time.Duration
 }
 
 func (c *ClientConfig) setDefaults() {
 	if c.MaxConns == 0 {
 		c.MaxConns = 64
+	}
+	if c.Grace == 0 {
+		c.Grace = 5 * time.Second
 	}
 }
 
@@ -42,6 +51,9 @@ func (c *ClientConfig) setDefaults() {
 func (c *ClientConfig) Validate() error {
 	if c.MaxConns < 0 {
 		return fmt.Errorf("authz: MaxConns %d: must not be negative", c.MaxConns)
+	}
+	if c.Grace < 0 {
+		return fmt.Errorf("authz: Grace %v: must not be negative", c.Grace)
 	}
 	_, _, err := parseBaseURL(c.URL)
 	return err
@@ -60,6 +72,7 @@ const (
 // keeps connections alive between calls.
 type Client struct {
 	endpoint string // base URL + "/authorize"
+	grace    time.Duration
 	hc       *fasthttp.HostClient
 }
 
@@ -72,6 +85,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	u, addr, _ := parseBaseURL(cfg.URL)
 	return &Client{
 		endpoint: strings.TrimSuffix(u.String(), "/") + "/authorize",
+		grace:    cfg.Grace,
 		hc: &fasthttp.HostClient{
 			Addr:                addr,
 			IsTLS:               u.Scheme == "https",
@@ -79,12 +93,11 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 			MaxConns:            cfg.MaxConns,
 			MaxConnWaitTimeout:  maxConnWaitTimeout,
 			MaxResponseBodySize: maxResponseBodySize,
-			// POST /authorize only reads, so it is safe to send again; this
-			// covers a kept-alive connection the service closed meanwhile.
-			// A timeout is not retried: the deadline has passed.
-			MaxIdemponentCallAttempts: 2,
-			RetryIfErr: func(_ *fasthttp.Request, _ int, err error) (resetTimeout, retry bool) {
-				return false, !errors.Is(err, fasthttp.ErrTimeout)
+			// Authorize retries itself, only before the deadline: a retry
+			// here would not know it.
+			MaxIdemponentCallAttempts: 1,
+			RetryIfErr: func(*fasthttp.Request, int, error) (resetTimeout, retry bool) {
+				return false, false
 			},
 		},
 	}, nil
@@ -140,8 +153,26 @@ func (c *Client) Authorize(deadline time.Time, stationID, driverToken string) (s
 	var buf [256]byte
 	req.SetBody(appendRequestBody(buf[:0], stationID, driverToken))
 
-	if err := c.hc.DoDeadline(req, resp, deadline); err != nil {
-		return "", "", fmt.Errorf("%w from %s: %w", ErrNoAnswer, c.endpoint, err)
+	// The call runs until the deadline plus the grace (see Grace). POST
+	// /authorize only reads, so a call that failed before any answer (a
+	// kept-alive connection the service closed meanwhile) is sent once
+	// more, but only while the deadline has not passed: the service never
+	// gets a call for a request already too late.
+	if !time.Now().Before(deadline) {
+		return "", "", fmt.Errorf("%w from %s: %w (deadline passed before the call)", ErrNoAnswer, c.endpoint, fasthttp.ErrTimeout)
+	}
+	for attempt := 1; ; attempt++ {
+		err := c.hc.DoDeadline(req, resp, deadline.Add(c.grace))
+		if err == nil {
+			if time.Now().After(deadline) {
+				return "", "", fmt.Errorf("%w from %s: answered after the deadline: %w", ErrNoAnswer, c.endpoint, fasthttp.ErrTimeout)
+			}
+			break
+		}
+		if attempt >= 2 || errors.Is(err, fasthttp.ErrTimeout) || !time.Now().Before(deadline) {
+			return "", "", fmt.Errorf("%w from %s: %w", ErrNoAnswer, c.endpoint, err)
+		}
+		resp.Reset()
 	}
 	if code := resp.StatusCode(); code != fasthttp.StatusOK {
 		return "", "", fmt.Errorf("%w from %s: HTTP status %d", ErrNoAnswer, c.endpoint, code)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,26 +80,79 @@ func TestClientNoAnswer(t *testing.T) {
 	}
 }
 
+// A call still running at its deadline is not cut off then: the client
+// waits for the service to finish, up to the grace, so the caller's slot
+// stays taken meanwhile; the late answer counts as no answer. Past the
+// grace the call is cut off.
 func TestClientDeadline(t *testing.T) {
 	url := startFake(t, func(ctx *fasthttp.RequestCtx) {
 		time.Sleep(200 * time.Millisecond)
 		ctx.SetBodyString(`{"status":"allowed"}`)
 	})
-	c := mustClient(t, url)
-	start := time.Now()
-	_, _, err := c.Authorize(start.Add(50*time.Millisecond), station, "validDriverToken1234567")
-	elapsed := time.Since(start)
-	mustNoAnswer(t, err, "timeout")
-	if !errors.Is(err, fasthttp.ErrTimeout) {
-		t.Errorf("error %q does not wrap fasthttp.ErrTimeout", err)
-	}
-	if elapsed > 150*time.Millisecond {
-		t.Errorf("Authorize returned after %v; deadline was 50ms", elapsed)
+	for _, tc := range []struct {
+		grace    time.Duration
+		min, max time.Duration // how long Authorize may take
+	}{
+		{grace: time.Second, min: 190 * time.Millisecond, max: 900 * time.Millisecond},          // waits for the late answer
+		{grace: 10 * time.Millisecond, min: 50 * time.Millisecond, max: 150 * time.Millisecond}, // cut off
+	} {
+		c, err := NewClient(ClientConfig{URL: url, Grace: tc.grace})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		_, _, err = c.Authorize(start.Add(50*time.Millisecond), station, "validDriverToken1234567")
+		elapsed := time.Since(start)
+		mustNoAnswer(t, err, "")
+		if !errors.Is(err, fasthttp.ErrTimeout) {
+			t.Errorf("grace %v: error %q does not wrap fasthttp.ErrTimeout", tc.grace, err)
+		}
+		if elapsed < tc.min || elapsed > tc.max {
+			t.Errorf("grace %v: Authorize returned after %v, want %v to %v", tc.grace, elapsed, tc.min, tc.max)
+		}
 	}
 
 	// A deadline already past fails without a call.
-	_, _, err = c.Authorize(time.Now().Add(-time.Millisecond), station, "validDriverToken1234567")
-	mustNoAnswer(t, err, "timeout")
+	_, _, err := mustClient(t, url).Authorize(time.Now().Add(-time.Millisecond), station, "validDriverToken1234567")
+	mustNoAnswer(t, err, "deadline passed before the call")
+}
+
+// A call the service drops without an answer is sent again only while its
+// deadline has not passed: never a call for a request already too late.
+func TestClientNoRetryAfterDeadline(t *testing.T) {
+	for _, tc := range []struct {
+		dropAfter time.Duration
+		want      int64 // calls the service gets
+	}{
+		{dropAfter: 10 * time.Millisecond, want: 2},  // before the deadline: sent again
+		{dropAfter: 300 * time.Millisecond, want: 1}, // after it: not
+	} {
+		ln := listen(t)
+		var calls atomic.Int64
+		go func() {
+			for {
+				conn, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer conn.Close()
+					var req fasthttp.Request
+					if req.Read(bufio.NewReader(conn)) == nil {
+						calls.Add(1)
+						time.Sleep(tc.dropAfter) // then close, without an answer
+					}
+				}()
+			}
+		}()
+		_, _, err := mustClient(t, "http://"+ln.Addr().String()).Authorize(time.Now().Add(100*time.Millisecond), station, "validDriverToken1234567")
+		ln.Close()
+		mustNoAnswer(t, err, "")
+		time.Sleep(50 * time.Millisecond) // a retry would have arrived
+		if got := calls.Load(); got != tc.want {
+			t.Errorf("dropped after %v: %d calls, want %d", tc.dropAfter, got, tc.want)
+		}
+	}
 }
 
 func TestClientConnectionRefused(t *testing.T) {
