@@ -28,8 +28,10 @@ import (
 // 2×CallbackQueueLimit callbacks. It takes a callback that is due (to queue
 // it or send it) only while fewer than CallbackQueueLimit are due, and it
 // holds at most CallbackQueueLimit on a retry timer (a timer and a record
-// each). The two budgets are separate, so a failing receiver's retries
-// cannot take the slots of healthy receivers.
+// each). The two budgets are separate, so a failing receiver's retries,
+// while they wait for their time, cannot take the slots of healthy
+// receivers (once due, they take due slots like any callback, oldest
+// first).
 //
 //   - Decided requests beyond the due budget stay in the store (overflow
 //     mode) and are read back from the decided index, oldest first, as
@@ -385,6 +387,18 @@ func hostOf(callbackURL string) string {
 // attempt POSTs once and stores the outcome. It runs in its own goroutine.
 func (c *callbackSender) attempt(rec session.Record) *CallbackAttempted {
 	cfg := &c.e.cfg
+	// The attempt follows the stored record, not the copy the sender
+	// owns: a DeliverCallback that arrives after a sweep already took its
+	// record (and delivered it, or released it for a retry) carries the
+	// first decided copy, with no attempts and a past NextAttemptAt.
+	cur, err := cfg.Store.Get(rec.ID)
+	if err != nil {
+		return &CallbackAttempted{Record: rec, Err: err}
+	}
+	if cur.State != session.StateDecided || cur.NextAttemptAt.After(cfg.now()) {
+		return &CallbackAttempted{Record: cur} // done: nothing to send now
+	}
+	rec = cur
 	start := cfg.now()
 	res := cfg.Deliver(start.Add(cfg.CallbackTimeout), rec.ID, rec.Request, rec.Status)
 	at := cfg.now().UTC()

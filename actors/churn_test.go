@@ -1,0 +1,97 @@
+package actors
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/chargeauth/chargeauth/session"
+)
+
+// Under churn (a receiver failing two attempts in three, a tiny limit, so
+// that retries go to the store and sweeps race the decisions' own
+// DeliverCallback), no attempt is ever made before its record's
+// NextAttemptAt, none twice at once, and every callback is delivered
+// exactly once once the receiver is healthy.
+func TestCallbacksUnderChurn(t *testing.T) {
+	for _, limit := range []int{1, 3} {
+		t.Run(fmt.Sprint(limit), func(t *testing.T) {
+			const n = 400
+			st := openStore(t, vfs.NewMem())
+			recv := newCheckedReceiver(st)
+			var healthy atomic.Bool
+			deliver := func(d time.Time, id string, r session.Request, s session.Status) DeliveryResult {
+				recv.down.Store(!healthy.Load() && rand.IntN(3) != 0)
+				return recv.deliver(d, id, r, s)
+			}
+			h := startOn(t, Config{Store: st, CallbackQueueLimit: limit, CallbackMaxAttempts: 100000, CallbackConcurrency: 4,
+				CallbackBackoff: time.Millisecond, CallbackMaxBackoff: 15 * time.Millisecond, CallbackMaxAge: time.Hour, Deliver: deliver},
+				&fakeAuthz{}, &fakeReceiver{})
+			peak := samplePeak(t, h.engine)
+			ids := make([]string, n)
+			for i := range ids {
+				ids[i] = h.mustAccept(fmt.Sprintf("churnToken%014d", i)).ID
+				if i%50 == 0 {
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			time.Sleep(500 * time.Millisecond)
+			healthy.Store(true)
+			eventually(t, 30*time.Second, 10*time.Millisecond, func() error {
+				if d := st.Count(session.StateDelivered); d != n {
+					return fmt.Errorf("%d of %d delivered", d, n)
+				}
+				return nil
+			})
+			recv.mu.Lock()
+			defer recv.mu.Unlock()
+			for _, p := range recv.problems {
+				t.Error(p)
+			}
+			for _, id := range ids {
+				if d := recv.delivered[id]; d != 1 {
+					t.Errorf("%s delivered %d times", id, d)
+				}
+			}
+			if p := peak.Load(); p > int64(2*limit) {
+				t.Errorf("the sender held %d callbacks at once, want at most %d", p, 2*limit)
+			}
+		})
+	}
+}
+
+// A DeliverCallback that arrives late, after its record was already taken
+// from the store and delivered (or set to wait for a retry), changes
+// nothing: the attempt follows the stored record, not the message's copy.
+func TestLateDeliverCallbackFollowsTheStore(t *testing.T) {
+	recv := &fakeReceiver{script: []DeliveryResult{{}, {StatusCode: 503, Err: errors.New("503"), Retryable: true}}}
+	h := startEngine(t, Config{CallbackBackoff: time.Hour, CallbackMaxBackoff: time.Hour}, &fakeAuthz{}, recv)
+	late := func(rec session.Record) *DeliverCallback { // the copy the request actor sent
+		rec.State, rec.CallbackAttempts, rec.NextAttemptAt, rec.DeliveredAt = session.StateDecided, 0, rec.DecidedAt, time.Time{}
+		rec.Attempts, rec.LastError = nil, ""
+		return &DeliverCallback{Record: rec}
+	}
+
+	delivered := h.waitState(h.mustAccept("lateDeliverToken00000001").ID, session.StateDelivered)
+	retrying := h.mustAccept("lateDeliverToken00000002")
+	eventually(t, 5*time.Second, time.Millisecond, func() error {
+		if rec, err := h.store.Get(retrying.ID); err != nil || rec.CallbackAttempts != 1 {
+			return fmt.Errorf("not yet waiting for its retry: %+v %v", rec, err)
+		}
+		return nil
+	})
+	for _, rec := range []session.Record{delivered, retrying} {
+		h.engine.system.Root.Send(h.engine.sender, late(rec))
+	}
+	time.Sleep(200 * time.Millisecond)
+	for _, rec := range []session.Record{delivered, retrying} {
+		if got := recv.callbacks(rec.ID); len(got) != 1 {
+			t.Errorf("%s: %d attempts, want 1: a late DeliverCallback sent it again", rec.ID, len(got))
+		}
+	}
+}
