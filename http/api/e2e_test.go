@@ -29,6 +29,13 @@ func TestEndToEndEachStatus(t *testing.T) {
 	for token := range want {
 		ids[token] = mustAccept(t, svc, token, recv.URL+"/cb?x=1")
 	}
+	// Before its decision (the slow one waits for its 400 ms deadline),
+	// GET shows it pending, without a status.
+	if r := do(t, "GET", "http://"+svc.Addr()+"/charge_point/session/"+ids[tokSlow], "", nil); r.code != 200 {
+		t.Errorf("GET while pending: %d %s", r.code, r.body)
+	} else if st := r.json(t); st["state"] != "pending" || st["status"] != nil || st["decided_by"] != nil {
+		t.Errorf("GET while pending = %v, want state pending and no status yet", st)
+	}
 	for token, status := range want {
 		id := ids[token]
 		var cbs []callback
@@ -85,6 +92,9 @@ func TestEndToEndEachStatus(t *testing.T) {
 			if _, err := time.Parse(time.RFC3339, fmt.Sprint(st[k])); err != nil {
 				t.Errorf("%s: %s = %v: %v", token, k, st[k], err)
 			}
+		}
+		if status == session.StatusUnknown && !strings.HasPrefix(fmt.Sprint(st["reason"]), "timeout") {
+			t.Errorf("%s: reason %v, want it to say timeout", token, st["reason"])
 		}
 		if st["callback_attempts"] != float64(1) {
 			t.Errorf("%s: callback_attempts %v", token, st["callback_attempts"])
