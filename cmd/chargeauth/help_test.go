@@ -3,14 +3,13 @@ package main
 import (
 	"bufio"
 	"io"
+	"net/http"
 	"os/exec"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/valyala/fasthttp"
 )
 
 // serve's flags and their defaults, as DESIGN.md and the README's table
@@ -28,8 +27,8 @@ var serveDefaults = map[string]string{
 	"log-level": "info", "log-format": "json",
 }
 
-// The help lists every flag of serve with the default the design gives it,
-// and no other.
+// The help lists every flag of serve with the default the design gives it
+// and the variable it is also read from, and no other flag.
 func TestServeHelpDefaults(t *testing.T) {
 	for k := range serveDefaults {
 		t.Setenv("CHARGEAUTH_"+strings.ToUpper(strings.ReplaceAll(k, "-", "_")), "") // unset: the defaults show
@@ -38,11 +37,14 @@ func TestServeHelpDefaults(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	line := regexp.MustCompile(`(?m)^  --([a-z-]+) \(default (.*), \$CHARGEAUTH_[A-Z_]+\)$`)
+	line := regexp.MustCompile(`(?m)^  --([a-z-]+) \(default (.*), \$([A-Z_]+)\)$`)
 	seen := map[string]bool{}
 	for _, m := range line.FindAllStringSubmatch(stderr, -1) {
-		flag, got := m[1], m[2]
+		flag, got, env := m[1], m[2], m[3]
 		seen[flag] = true
+		if want := "CHARGEAUTH_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_")); env != want {
+			t.Errorf("--%s: variable $%s, want $%s", flag, env, want)
+		}
 		want, ok := serveDefaults[flag]
 		switch {
 		case !ok:
@@ -95,20 +97,20 @@ func TestSinkPrintsCallbacks(t *testing.T) {
 	}
 
 	body := `{"station_id":"123e4567-e89b-12d3-a456-426614174000","driver_token":"validDriverToken1234567","status":"allowed"}`
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI("http://" + a + "/cb")
-	req.Header.SetMethod(fasthttp.MethodPost)
-	req.Header.SetContentType("application/json")
-	req.Header.Set("webhook-id", "0190a6f2-7c3b-7def-8a12-3456789abcde")
-	req.Header.Set("webhook-timestamp", "1700000000")
-	req.SetBodyString(body)
-	if err := fasthttp.DoTimeout(req, resp, 10*time.Second); err != nil {
+	req, err := http.NewRequest("POST", "http://"+a+"/cb", strings.NewReader(body))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.StatusCode() != 202 {
-		t.Errorf("sink answered %d, want the --status 202", resp.StatusCode())
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("webhook-id", "0190a6f2-7c3b-7def-8a12-3456789abcde")
+	req.Header.Set("webhook-timestamp", "1700000000")
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 202 {
+		t.Errorf("sink answered %d, want the --status 202", resp.StatusCode)
 	}
 	got := make(chan string, 1)
 	go func() { got <- firstLine(stdout) }()
@@ -152,20 +154,16 @@ func TestFlagWinsOverVariable(t *testing.T) {
 	p := start(t, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
 		"--authz-listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--decision-timeout", "7s")
 	addr := p.addr(t, "public listener")
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI("http://" + addr + "/charge_point/session/")
-	req.Header.SetMethod(fasthttp.MethodPost)
-	req.Header.SetContentType("application/json")
-	req.SetBodyString(`{"station_id":"123e4567-e89b-12d3-a456-426614174000","driver_token":"validDriverToken1234567","callback_url":"https://example.com/cb"}`)
-	if err := fasthttp.DoTimeout(req, resp, 10*time.Second); err != nil {
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Post("http://"+addr+"/charge_point/session/", "application/json",
+		strings.NewReader(`{"station_id":"123e4567-e89b-12d3-a456-426614174000","driver_token":"validDriverToken1234567","callback_url":"https://example.com/cb"}`))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.StatusCode() != 202 {
-		t.Fatalf("%d %s", resp.StatusCode(), resp.Body())
+	resp.Body.Close()
+	if resp.StatusCode != 202 {
+		t.Fatalf("POST: %d", resp.StatusCode)
 	}
-	if ra := string(resp.Header.Peek("Retry-After")); ra != "7" {
+	if ra := resp.Header.Get("Retry-After"); ra != "7" {
 		t.Errorf("Retry-After %q, want 7: the flag's 7s, not the variable's 1h", ra)
 	}
 }
