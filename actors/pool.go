@@ -123,14 +123,13 @@ func (w *authzWorker) call(msg *Authorize) (answer *AuthzAnswered) {
 	// may still be working on it: cut off at once, the call would go on at
 	// the service while the worker took the next one, and a slow service,
 	// the one to protect, would see more than AuthzConcurrency calls.
-	deadline := msg.Deadline
 	// The breaker fails calls at once while the service keeps failing, so
 	// that waiting requests back off instead of hammering it.
 	start := time.Now()
 	res, err := w.e.breaker.Execute(func() (authzResult, error) {
 		w.e.authzCalls.Add(1)
 		defer w.e.authzCalls.Add(-1)
-		status, reason, err := w.e.cfg.Authorize(deadline, msg.StationID, msg.DriverToken)
+		status, reason, err := w.e.cfg.Authorize(msg.Deadline, msg.StationID, msg.DriverToken)
 		return authzResult{status, reason}, err
 	})
 	if obs := w.e.cfg.Observe.AuthzCall; obs != nil {
