@@ -17,7 +17,7 @@ import (
 // callbackSender delivers durable decisions. It keeps a FIFO of callbacks
 // due now and at most CallbackConcurrency attempts in flight. Each attempt
 // runs on one of the engine's attempt goroutines, which POSTs, stores the
-// attempt (a failed outcome waits for its fsync; a delivered or retry one
+// attempt (a failed or retry outcome waits for its fsync; a delivered one
 // does not: see persistence.RecordAttempt) and reports *CallbackAttempted.
 // Retries wait on a timer, not in the queue.
 //

@@ -18,11 +18,12 @@
 //
 //   - A record and its index entry are written in one batch: for every r/<id>
 //     there is exactly one s/<state>/<id>, with state == record.State.
-//   - Accept, Decide, Redeliver and a failed callback attempt are durable when
-//     they return nil (synced through the group commit, committer.go). A
-//     delivered or retry attempt is visible at once and durable with the next
-//     synced write: a crash before that leaves the record decided, and its
-//     callback is sent again (delivery is at least once).
+//   - Accept, Decide, Redeliver and a failed or retried callback attempt are
+//     durable when they return nil (synced through the group commit,
+//     committer.go). A delivered attempt is visible at once and durable with
+//     the next synced write: a crash before that (a process crash too: Pebble
+//     holds unsynced writes in its own buffer) leaves the record decided, and
+//     its callback is sent once more (delivery is at least once).
 //   - A record only moves along pending→decided→delivered|failed, and
 //     failed→decided on Redeliver. Transitions on one id are serialised by a
 //     striped lock, so a compare-and-set (Decide) has exactly one winner.

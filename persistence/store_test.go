@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/chargeauth/chargeauth/session"
 	"github.com/cockroachdb/pebble/v2"
@@ -215,8 +216,8 @@ func TestCloseDuringAccepts(t *testing.T) {
 
 // TestDurableMeansSynced accepts records concurrently on a crashable file
 // system, takes the state a crash would leave (only synced data), and finds
-// every acknowledged record, decision and dead letter in it. (A delivered
-// or retry outcome need not survive: its callback is sent again.)
+// every acknowledged record, decision, retry outcome and dead letter in it.
+// (A delivered outcome need not survive: its callback is sent again.)
 func TestDurableMeansSynced(t *testing.T) {
 	const goroutines, each = 16, 25
 	fs := vfs.NewCrashableMem()
@@ -244,6 +245,14 @@ func TestDurableMeansSynced(t *testing.T) {
 	if _, err := s.RecordAttempt(failed, Attempt{At: t0, Err: "410", Outcome: session.StateFailed}); err != nil {
 		t.Fatal(err)
 	}
+	// The retry is the last write: no later sync can carry it to disk.
+	retry, retryAt := testID(0, 2), t0.Add(time.Minute)
+	if _, err := s.Decide(retry, session.StatusAllowed, "", session.ByAuthz, t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RecordAttempt(retry, Attempt{At: t0, Err: "500", Outcome: session.StateDecided, NextAt: retryAt}); err != nil {
+		t.Fatal(err)
+	}
 
 	// The crash: no Close, no flush. CrashCloneCfg{} keeps exactly what was
 	// synced.
@@ -264,6 +273,9 @@ func TestDurableMeansSynced(t *testing.T) {
 	}
 	if rec, err := s2.Get(failed); err != nil || rec.State != session.StateFailed {
 		t.Fatalf("after crash, failed record: %+v, %v", rec, err)
+	}
+	if rec, err := s2.Get(retry); err != nil || rec.State != session.StateDecided || rec.CallbackAttempts != 1 || !rec.NextAttemptAt.Equal(retryAt) {
+		t.Fatalf("after crash, retried record: %+v, %v; want decided, 1 attempt, next at %v", rec, err, retryAt)
 	}
 }
 

@@ -102,16 +102,20 @@ type Attempt struct {
 // FailedAt = a.At. A record that is not decided is returned unchanged with an
 // error wrapping ErrWrongState.
 //
-// Only a failed outcome waits for its fsync. A delivered or retry outcome
-// lost in a crash leaves the record decided, and its callback is sent again:
-// delivery is at least once, and receivers dedupe on webhook-id.
+// A failed or retry outcome waits for its fsync, so that a restart
+// continues the schedule from it. A delivered outcome does not: lost in a
+// crash, it leaves the record decided, and its callback is sent once more
+// (delivery is at least once, and receivers dedupe on webhook-id). An
+// unsynced write is not safe from a process crash either: Pebble keeps it
+// in its own buffer until the next synced write, so unsynced retries could
+// each be lost and made again.
 func (s *Store) RecordAttempt(id string, a Attempt) (session.Record, error) {
 	switch a.Outcome {
 	case session.StateDecided, session.StateDelivered, session.StateFailed:
 	default:
 		return session.Record{}, fmt.Errorf("persistence: attempt %s: invalid outcome %q", id, a.Outcome)
 	}
-	return s.transition("attempt", id, a.Outcome == session.StateFailed, func(r *session.Record) error {
+	return s.transition("attempt", id, a.Outcome != session.StateDelivered, func(r *session.Record) error {
 		if r.State != session.StateDecided {
 			return wrongState(r, session.StateDecided)
 		}
