@@ -12,9 +12,10 @@ import (
 	"time"
 )
 
-// SIGTERM: the service stops taking requests, lets in-flight decisions and
-// callbacks finish within --shutdown-grace, and exits 0. With a grace too
-// short for them, it still exits 0 and the next start finishes the work.
+// SIGTERM or SIGINT: the service stops taking requests, lets in-flight
+// decisions and callbacks finish within --shutdown-grace, and exits 0. With
+// a grace too short for them, it still exits 0 and the next start finishes
+// the work.
 func TestGracefulShutdown(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
@@ -24,9 +25,11 @@ func TestGracefulShutdown(t *testing.T) {
 		authzDelay  time.Duration
 		grace       string
 		finishFirst bool // all work done before exit
+		signal      syscall.Signal
 	}{
-		{"in-flight work finishes", 500 * time.Millisecond, "5s", true},
-		{"unfinished work resumes", 3 * time.Second, "200ms", false},
+		{"in-flight work finishes", 500 * time.Millisecond, "5s", true, syscall.SIGTERM},
+		{"unfinished work resumes", 3 * time.Second, "200ms", false, syscall.SIGTERM},
+		{"SIGINT, in-flight work finishes", 500 * time.Millisecond, "5s", true, syscall.SIGINT},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			authz := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -67,12 +70,12 @@ func TestGracefulShutdown(t *testing.T) {
 				ids = append(ids, ack.RequestID)
 			}
 			sent := time.Now()
-			if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			if err := p.cmd.Process.Signal(tc.signal); err != nil {
 				t.Fatal(err)
 			}
 			<-p.done
 			if err := p.cmd.Wait(); err != nil {
-				t.Fatalf("exit after SIGTERM: %v, want 0", err)
+				t.Fatalf("exit after %v: %v, want 0", tc.signal, err)
 			}
 			took := time.Since(sent)
 			delivered := 0
