@@ -1,7 +1,10 @@
 package persistence
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
+	"time"
 
 	"github.com/chargeauth/chargeauth/session"
 )
@@ -10,7 +13,55 @@ import (
 const (
 	recordPrefix = "r/"
 	indexPrefixS = "s/"
+	duePrefix    = "d/"
+	// dueIndexBuilt marks a store whose d/ index is complete: a store
+	// written before the index existed gets it built once, at Open.
+	dueIndexBuilt = "m/due-index"
 )
+
+// dueKey appends d/<at><id> to buf: at as 8 big-endian bytes of Unix
+// nanoseconds (0 before 1970), so that byte order is time order.
+func dueKey(buf []byte, at time.Time, id string) []byte {
+	buf = append(buf, duePrefix...)
+	buf = binary.BigEndian.AppendUint64(buf, dueNanos(at))
+	return append(buf, id...)
+}
+
+func dueNanos(at time.Time) uint64 {
+	if at.Before(time.Unix(0, 0)) {
+		return 0
+	}
+	return uint64(at.UnixNano())
+}
+
+// DuePos is a position in the due index, between two of its entries: a
+// scan from it (ScanDue) starts with the first entry after it. The zero
+// DuePos is before every entry.
+type DuePos struct {
+	At time.Time
+	// ID "" is before every entry due at At.
+	ID string
+}
+
+// Before orders positions as the index does: by time, then id.
+func (p DuePos) Before(q DuePos) bool {
+	return bytes.Compare(p.key(), q.key()) < 0
+}
+
+// DuePosBefore is the position just before rec's entry in the due index.
+func DuePosBefore(rec session.Record) DuePos { return DuePos{At: rec.NextAttemptAt} }
+
+// key is the lower bound, inclusive, of the entries after p.
+func (p DuePos) key() []byte {
+	if p.At.IsZero() && p.ID == "" {
+		return []byte(duePrefix)
+	}
+	k := dueKey(nil, p.At, p.ID)
+	if p.ID != "" {
+		k = append(k, 0)
+	}
+	return k
+}
 
 // recordKey appends r/<id> to buf.
 func recordKey(buf []byte, id string) []byte {

@@ -2,8 +2,10 @@ package persistence
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/chargeauth/chargeauth/session"
 	"github.com/cockroachdb/pebble/v2"
@@ -116,6 +118,106 @@ func (s *Store) scanPage(page []session.Record, st session.State, afterID string
 		return page, fmt.Errorf("persistence: scan %s: %w", st, err)
 	}
 	return page, nil
+}
+
+// ScanDue calls fn with the decided records that are due by until
+// (NextAttemptAt <= until), earliest first (then by id), starting after
+// pos, at most limit of them (<= 0: no limit), until fn returns false. fn
+// also gets each record's position, to scan on from.
+//
+// It returns the NextAttemptAt of the first record due after until, if the
+// scan reached one (zero if the index ended first, or fn or the limit
+// stopped the scan): when to scan again.
+//
+// As with Scan, records are read in pages, each from one snapshot, and fn
+// runs with no lock held. A record that moves meanwhile may be missed or
+// seen in its old state; none is seen twice.
+func (s *Store) ScanDue(after DuePos, until time.Time, limit int, fn func(DuePos, session.Record) bool) (time.Time, error) {
+	var (
+		page []dueEntry
+		n    int
+		err  error
+		next time.Time
+	)
+	for {
+		want := scanPageSize
+		if limit > 0 && limit-n < want {
+			want = limit - n
+		}
+		page, next, err = s.dueScanPage(page[:0], after, until, want)
+		if err != nil {
+			return time.Time{}, err
+		}
+		for i := range page {
+			n++
+			if !fn(page[i].pos, page[i].rec) {
+				return time.Time{}, nil
+			}
+		}
+		if len(page) < want || (limit > 0 && n >= limit) {
+			return next, nil
+		}
+		after = page[len(page)-1].pos
+	}
+}
+
+type dueEntry struct {
+	pos DuePos
+	rec session.Record
+}
+
+// dueScanPage appends to page up to want entries after pos that are due by
+// until; if it stops at an entry due later, it returns that entry's time.
+func (s *Store) dueScanPage(page []dueEntry, after DuePos, until time.Time, want int) ([]dueEntry, time.Time, error) {
+	if err := s.rlock(); err != nil {
+		return page, time.Time{}, err
+	}
+	defer s.mu.RUnlock()
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+
+	prefix := []byte(duePrefix)
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: after.key(), UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return page, time.Time{}, fmt.Errorf("persistence: scan due: %w", err)
+	}
+	recs, err := snap.NewIter(&pebble.IterOptions{LowerBound: []byte(recordPrefix), UpperBound: prefixEnd([]byte(recordPrefix))})
+	if err != nil {
+		_ = it.Close()
+		return page, time.Time{}, fmt.Errorf("persistence: scan due: %w", err)
+	}
+	var (
+		kb   [64]byte
+		next time.Time
+	)
+	limit := dueNanos(until)
+	for valid := it.First(); valid && len(page) < want; valid = it.Next() {
+		k := it.Key()[len(prefix):]
+		if len(k) < 8 {
+			err = fmt.Errorf("%w: due index key %q", errCorrupt, it.Key())
+			break
+		}
+		nanos, id := binary.BigEndian.Uint64(k), string(k[8:])
+		at := time.Unix(0, int64(nanos)).UTC()
+		if nanos > limit {
+			next = at
+			break
+		}
+		var rec session.Record
+		if rec, err = readAt(recs, recordKey(kb[:0], id), id); err != nil {
+			err = fmt.Errorf("due index entry %s: %w", id, err)
+			break
+		}
+		if rec.State != session.StateDecided {
+			err = fmt.Errorf("%w: due index entry %s: the record is %s", errCorrupt, id, rec.State)
+			break
+		}
+		page = append(page, dueEntry{pos: DuePos{At: at, ID: id}, rec: rec})
+	}
+	if err = errors.Join(err, it.Error(), it.Close(), recs.Error(), recs.Close()); err != nil {
+		return page, time.Time{}, fmt.Errorf("persistence: scan due: %w", err)
+	}
+	return page, next, nil
 }
 
 // readAt positions it at key, which must be there, and decodes its record.

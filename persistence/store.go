@@ -233,7 +233,74 @@ func Open(cfg Config) (*Store, error) {
 		s.cache.Unref()
 		return nil, err
 	}
+	if !cfg.ReadOnly {
+		if err := s.buildDueIndex(); err != nil {
+			_ = db.Close()
+			s.cache.Unref()
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// buildDueIndex writes the d/ entry of every decided record, once: for a
+// store written before the due index existed. It runs in Open, before the
+// store is shared, and leaves a marker so that later opens skip it.
+func (s *Store) buildDueIndex() error {
+	if _, closer, err := s.db.Get([]byte(dueIndexBuilt)); err == nil {
+		return closer.Close()
+	} else if !errors.Is(err, pebble.ErrNotFound) {
+		return fmt.Errorf("persistence: open: %w", err)
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	lo := indexPrefix(nil, session.StateDecided)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	if err != nil {
+		return fmt.Errorf("persistence: build due index: %w", err)
+	}
+	var kb [64]byte
+	for valid := it.First(); valid; valid = it.Next() {
+		id := string(it.Key()[len(lo):])
+		rec, err := s.getRLocked(s.db, id)
+		if err == nil {
+			err = b.Set(dueKey(kb[:0], rec.NextAttemptAt, id), nil, nil)
+		}
+		if err != nil {
+			_ = it.Close()
+			return fmt.Errorf("persistence: build due index: %w", err)
+		}
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return fmt.Errorf("persistence: build due index: %w", err)
+	}
+	if err := b.Set([]byte(dueIndexBuilt), nil, nil); err != nil {
+		return fmt.Errorf("persistence: build due index: %w", err)
+	}
+	if n := b.Count(); n > 1 {
+		s.log.Info("built the due index", "decided", n-1)
+	}
+	if err := applyAtOpen(s.db, b); err != nil {
+		return fmt.Errorf("persistence: build due index: %w", err)
+	}
+	return nil
+}
+
+// applyAtOpen commits b, synced, and returns a failed commit's panic (see
+// commit) as an error: Open fails, with nothing to recover yet.
+func applyAtOpen(db *pebble.DB, b *pebble.Batch) (err error) {
+	defer func() {
+		switch v := recover().(type) {
+		case nil:
+		case fatalPanic:
+			err = fmt.Errorf("%w: %s", ErrUnavailable, string(v))
+		case error:
+			err = fmt.Errorf("%w: pebble: write failed: %w", ErrUnavailable, v)
+		default:
+			panic(v)
+		}
+	}()
+	return db.Apply(b, pebble.Sync)
 }
 
 // initCounts counts the state index. It runs once, in Open, before the store

@@ -459,3 +459,53 @@ func BenchmarkAccept(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "accepts/s")
 }
+
+// TestDueIndexBuiltAtOpen opens a store written before the due index
+// existed (its d/ entries and marker removed): Open builds the index, and
+// ScanDue finds every decided record, earliest first.
+func TestDueIndexBuiltAtOpen(t *testing.T) {
+	fs := vfs.NewMem()
+	s := mustOpen(t, Config{Dir: "db", FS: fs, Logger: quietLogger()})
+	for i := range 4 {
+		mustAccept(t, s, testID(0, i))
+	}
+	for i := range 3 {
+		if _, err := s.Decide(testID(0, i), session.StatusAllowed, "", session.ByAuthz, t0.Add(time.Duration(i)*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.RecordAttempt(testID(0, 0), Attempt{At: t0, Err: "500", Outcome: session.StateDecided, NextAt: t0.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	b := s.db.NewBatch()
+	if err := b.DeleteRange([]byte(duePrefix), prefixEnd([]byte(duePrefix)), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Delete([]byte(dueIndexBuilt), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	due := func(s *Store) []string {
+		var ids []string
+		if _, err := s.ScanDue(DuePos{}, t0.Add(2*time.Hour), 0, func(_ DuePos, r session.Record) bool {
+			ids = append(ids, r.ID)
+			return true
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	if got := due(s); len(got) != 0 {
+		t.Fatalf("the index was not removed: %v", got)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, Config{Dir: "db", FS: fs, Logger: quietLogger()})
+	want := []string{testID(0, 1), testID(0, 2), testID(0, 0)}
+	if got := due(s); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("after reopen, due: %v, want %v", got, want)
+	}
+}

@@ -160,6 +160,25 @@ func (s *Store) Redeliver(id string, at time.Time) (session.Record, error) {
 	})
 }
 
+// moveDue keeps the due index in step with a transition from cur to next:
+// a decided record has one d/ entry, at its NextAttemptAt.
+func moveDue(b *pebble.Batch, cur, next *session.Record) error {
+	was, is := cur.State == session.StateDecided, next.State == session.StateDecided
+	if was && is && cur.NextAttemptAt.Equal(next.NextAttemptAt) {
+		return nil
+	}
+	var kb [64]byte
+	if was {
+		if err := b.Delete(dueKey(kb[:0], cur.NextAttemptAt, cur.ID), nil); err != nil {
+			return err
+		}
+	}
+	if is {
+		return b.Set(dueKey(kb[:0], next.NextAttemptAt, next.ID), nil, nil)
+	}
+	return nil
+}
+
 func wrongState(r *session.Record, want session.State) error {
 	return fmt.Errorf("%w: %s is %s, want %s", ErrWrongState, r.ID, r.State, want)
 }
@@ -227,6 +246,9 @@ func (s *Store) writeLocked(op, id string, apply func(*session.Record) error) (c
 		if err := b.Set(indexKey(kb[:0], next.State, id), nil, nil); err != nil {
 			return cur, next, fmt.Errorf("persistence: %s %s: %w", op, id, err)
 		}
+	}
+	if err := moveDue(b, &cur, &next); err != nil {
+		return cur, next, fmt.Errorf("persistence: %s %s: %w", op, id, err)
 	}
 	if err := s.commit(b, pebble.NoSync); err != nil {
 		return cur, next, fmt.Errorf("persistence: %s %s: %w", op, id, err)

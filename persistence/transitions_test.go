@@ -21,6 +21,9 @@ import (
 //	get id=<id>
 //	scan state=<s> [after=<id>] [limit=<n>] [stop=<n>]   stop: fn returns false after n records
 //	list [state=<s>] [before=<id>] [limit=<n>]
+//	due [ahead=<duration>] [after=<id>|before=<id>] [limit=<n>] [stop=<n>]
+//	                                   ScanDue until now+ahead, from after
+//	                                   (or just before) id's entry
 //	count [state=<s>]                  no state: every state and the total
 //	reopen                             Close, then Open on the same FS
 //	close
@@ -110,6 +113,39 @@ func TestTransitions(t *testing.T) {
 			}
 			if len(out) == 0 {
 				return "(none)"
+			}
+			return strings.Join(out, "\n")
+		case "due":
+			var pos DuePos
+			for _, arg := range []string{"after", "before"} {
+				if !d.HasArg(arg) {
+					continue
+				}
+				rec, err := s.Get(str(arg, ""))
+				if err != nil {
+					return "error: " + err.Error()
+				}
+				if pos = DuePosBefore(rec); arg == "after" {
+					pos = DuePos{At: rec.NextAttemptAt, ID: rec.ID}
+				}
+			}
+			var out []string
+			stop := num("stop")
+			next, err := s.ScanDue(pos, now.Add(dur("ahead", 0)), num("limit"), func(p DuePos, r session.Record) bool {
+				if !p.At.Equal(r.NextAttemptAt) || p.ID != r.ID {
+					t.Errorf("position %v/%s for %s", p.At, p.ID, formatRecord(r))
+				}
+				out = append(out, formatRecord(r))
+				return stop == 0 || len(out) < stop
+			})
+			if err != nil {
+				out = append(out, "error: "+err.Error())
+			}
+			if len(out) == 0 {
+				out = append(out, "(none)")
+			}
+			if !next.IsZero() {
+				out = append(out, fmt.Sprintf("next=+%s", next.Sub(t0)))
 			}
 			return strings.Join(out, "\n")
 		case "list":
