@@ -33,28 +33,30 @@ import (
 // receivers (once due, they take due slots like any callback, oldest
 // first).
 //
+// The sender reads the store through its due index (persistence.ScanDue:
+// decided records by NextAttemptAt, earliest first), from a cursor that
+// only moves forward, except to go back before a record it had to leave:
+//
 //   - Decided requests beyond the due budget stay in the store (overflow
-//     mode) and are read back from the decided index, oldest first, as
-//     deliveries end. When callbacks are slower than decisions, the backlog
-//     waits on disk, not in memory.
+//     mode) and are read back, earliest due first, as deliveries end. When
+//     callbacks are slower than decisions, the backlog waits on disk, not
+//     in memory.
 //   - A retry beyond the waiting budget is released: the attempt has just
-//     stored it as decided with its NextAttemptAt, so the sender forgets it
-//     and arms one wake timer (one for all of them) at the earliest such
-//     time. The wake sweeps the decided index from the start (after the
-//     current sweep ends, if one is under way), and the sweep takes back
-//     only records that are due: a record not due yet is passed over, never
-//     taken into memory, and its time re-arms the wake. A released retry is
-//     thus attempted no earlier than its NextAttemptAt, and at most
-//     min(CallbackBackoff, 1s) later when there is room (the wakes are at
-//     least that far apart, each sweep reading the index once).
+//     stored it as decided with its NextAttemptAt, which is later than any
+//     entry the cursor has passed, so the sender forgets it and arms one
+//     wake timer (one for all of them) at the earliest such time. A scan
+//     reads only what is due and stops at the first entry that is not,
+//     whose time arms the wake: records not due are never read, however
+//     many wait. A released retry is thus attempted no earlier than its
+//     NextAttemptAt, and at most min(CallbackBackoff, 1s) later when there
+//     is room (the wakes are at least that far apart).
 //
 // Invariant: every decided request in the store that the sender does not
-// own is (a) ahead of the sweep: overflow is set and its id > scanAfter;
-// or (b) not due yet, and the wake timer is armed for no later than its
-// NextAttemptAt (or the gap after the last wake), or wrap is set; or (c)
-// left by a failed store write, for the rescan after the store recovers
-// (or the next start). The owned set keeps a sweep from starting a second
-// delivery of an id.
+// own is (a) after the cursor, and overflow is set or it is not due yet
+// and the wake timer is armed for no later than its NextAttemptAt (or the
+// end of the gap after the last wake); or (b) left by a failed store
+// write, for the rescan after the store recovers (or the next start). The
+// owned set keeps a scan from starting a second delivery of an id.
 type callbackSender struct {
 	e    *Engine
 	log  *slog.Logger
@@ -73,10 +75,9 @@ type callbackSender struct {
 
 	waiting int // owned callbacks waiting on a retry timer: at most CallbackQueueLimit
 
-	overflow  bool   // decided requests wait in the store, ahead of the sweep
-	scanAfter string // the sweep's cursor: every waiting id is above it ("" = from the start)
-	wrap      bool   // a wake came during the sweep: at its end, sweep again from the start
-	readingOn bool   // a *readOnCallbacks is in the mailbox
+	overflow  bool               // due requests may wait in the store, after the cursor
+	cursor    persistence.DuePos // every request the sender does not own is after it
+	readingOn bool               // a *readOnCallbacks is in the mailbox
 
 	// The wake timer, for released retries (see above).
 	wakeAt    time.Time // when the armed timer fires (zero: none armed)
@@ -85,9 +86,9 @@ type callbackSender struct {
 	lastWake  time.Time // when the last wake came
 }
 
-// refillSkipBudget is how many records one refill passes over (owned, or
-// not due yet) before it lets the mailbox in and reads on, so that a sweep
-// over a large backlog of released retries never holds the sender for long.
+// refillSkipBudget is how many owned records one refill passes over before
+// it lets the mailbox in and reads on, so that a scan never holds the
+// sender for long.
 const refillSkipBudget = 4096
 
 // refillSkipPage is how many more records than free+1 a refill asks for
@@ -95,7 +96,7 @@ const refillSkipBudget = 4096
 const refillSkipPage = 256
 
 // maxWakeGap caps the least time between two wakes (CallbackBackoff, if
-// shorter): each wake may sweep the whole decided index.
+// shorter), so that retries falling due one by one are taken in batches.
 const maxWakeGap = time.Second
 
 func newCallbackSender(e *Engine) *callbackSender {
@@ -112,15 +113,15 @@ func (c *callbackSender) Receive(ctx actor.Context) {
 		}
 		if c.active() >= c.e.cfg.CallbackQueueLimit {
 			// It stays decided in the store; a refill reads it back.
-			if b := before(id); !c.overflow || b < c.scanAfter {
-				c.scanAfter = b
+			if p := persistence.DuePosBefore(msg.Record); p.Before(c.cursor) {
+				c.cursor = p
 			}
 			c.overflow = true
 			return
 		}
 		c.own(ctx, msg.Record)
 	case *rescanCallbacks:
-		c.overflow, c.scanAfter, c.wrap = true, "", false
+		c.overflow, c.cursor = true, persistence.DuePos{}
 		c.refill(ctx)
 	case *callbackDue:
 		c.waiting--
@@ -141,15 +142,7 @@ func (c *callbackSender) Receive(ctx actor.Context) {
 			return // a timer stopped too late: a newer one is armed
 		}
 		c.wakeAt, c.wakeTimer, c.lastWake = time.Time{}, nil, c.e.cfg.now()
-		switch {
-		case !c.overflow:
-			c.overflow, c.scanAfter = true, ""
-		case c.scanAfter != "":
-			// A sweep is under way: records behind its cursor are read
-			// again once it ends, and it is not started over (which
-			// could keep it from ever reaching the newest ids).
-			c.wrap = true
-		}
+		c.overflow = true
 		c.refill(ctx)
 	case *readOnCallbacks:
 		c.readingOn = false
@@ -177,49 +170,35 @@ func (c *callbackSender) own(ctx actor.Context, rec session.Record) {
 	c.schedule(ctx, rec)
 }
 
-// refill sweeps the decided index from scanAfter, oldest first, and takes
-// the records that are due until the sender has CallbackQueueLimit due;
-// it passes over records it owns and records not due yet (their earliest
-// NextAttemptAt arms the wake). At the end of the index it leaves
-// overflow mode, or sweeps again from the start if a wake came meanwhile.
-// It reads only what it takes, plus one record to see whether more are
-// left, as long as it meets none to pass over.
+// refill reads the due index from the cursor and takes the records that
+// are due, earliest first, until the sender has CallbackQueueLimit due; it
+// passes over records it owns. It stops at the first record not due yet,
+// and arms the wake for its time, or at the end of the index: then nothing
+// due waits in the store, and it leaves overflow mode. It reads only what
+// it takes, plus one record to see whether more are left, as long as it
+// meets none to pass over.
 func (c *callbackSender) refill(ctx actor.Context) {
 	if c.e.stopping() {
 		return
 	}
 	now := c.e.cfg.now()
-	var later time.Time // the earliest NextAttemptAt passed over
-	defer func() {
-		if !later.IsZero() {
-			c.wakeBy(ctx, later)
-		}
-	}()
 	skipped, extra := 0, 0
 	for free := c.e.cfg.CallbackQueueLimit - c.active(); free > 0; free = c.e.cfg.CallbackQueueLimit - c.active() {
 		if skipped >= refillSkipBudget {
 			c.readOn(ctx)
 			return
 		}
-		limit, seen, more, cursor := free+1+extra, 0, false, c.scanAfter
+		limit, seen, more, cursor := free+1+extra, 0, false, c.cursor
 		var batch []session.Record
-		err := c.e.cfg.Store.Scan(session.StateDecided, c.scanAfter, limit, func(rec session.Record) bool {
+		next, err := c.e.cfg.Store.ScanDue(c.cursor, now, limit, func(p persistence.DuePos, rec session.Record) bool {
 			seen++
 			if len(batch) >= free {
 				more = true
 				return false
 			}
-			cursor = rec.ID
+			cursor = p
 			if _, ok := c.owned[rec.ID]; ok {
 				skipped++
-				return true
-			}
-			if at := rec.NextAttemptAt; at.After(now) {
-				// Not due: taking it now would only hold it on a timer.
-				skipped++
-				if later.IsZero() || at.Before(later) {
-					later = at
-				}
 				return true
 			}
 			batch = append(batch, rec)
@@ -237,7 +216,7 @@ func (c *callbackSender) refill(ctx actor.Context) {
 			}
 			return
 		}
-		c.scanAfter = cursor
+		c.cursor = cursor
 		for _, rec := range batch {
 			c.own(ctx, rec)
 		}
@@ -245,11 +224,12 @@ func (c *callbackSender) refill(ctx actor.Context) {
 			return
 		}
 		if seen < limit {
-			if c.wrap {
-				c.wrap, c.scanAfter = false, ""
-				continue
+			// Nothing after the cursor is due: the index ended, or its next
+			// record is due later, and the wake is set for it.
+			c.overflow = false
+			if !next.IsZero() {
+				c.wakeBy(ctx, next)
 			}
-			c.overflow, c.scanAfter = false, ""
 			return
 		}
 		// A full page with room left: read on, a store page at a time once
@@ -388,7 +368,7 @@ func hostOf(callbackURL string) string {
 func (c *callbackSender) attempt(rec session.Record) *CallbackAttempted {
 	cfg := &c.e.cfg
 	// The attempt follows the stored record, not the copy the sender
-	// owns: a DeliverCallback that arrives after a sweep already took its
+	// owns: a DeliverCallback that arrives after a refill already took its
 	// record (and delivered it, or released it for a retry) carries the
 	// first decided copy, with no attempts and a past NextAttemptAt.
 	cur, err := cfg.Store.Get(rec.ID)

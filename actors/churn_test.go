@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,7 +15,7 @@ import (
 )
 
 // Under churn (a receiver failing two attempts in three, a tiny limit, so
-// that retries go to the store and sweeps race the decisions' own
+// that retries go to the store and refills race the decisions' own
 // DeliverCallback), no attempt is ever made before its record's
 // NextAttemptAt, none twice at once, and every callback is delivered
 // exactly once once the receiver is healthy.
@@ -85,4 +86,85 @@ func TestLateDeliverCallbackFollowsTheStore(t *testing.T) {
 			t.Errorf("%s: %d attempts, want 1: a late DeliverCallback sent it again", rec.ID, len(got))
 		}
 	}
+}
+
+// A decision written behind the refill's cursor (decided at a time before
+// a record the cursor has passed: a request actor takes the time before
+// its write) and left in the store because the sender was full is still
+// delivered: its DeliverCallback moves the cursor back before it.
+func TestLeftDecisionBehindTheCursorIsDelivered(t *testing.T) {
+	st := openStore(t, vfs.NewMem())
+	var (
+		mu      sync.Mutex
+		gates   = map[string]chan struct{}{} // closed to let that id's delivery end
+		started = map[string]bool{}
+	)
+	cfg := Config{Store: st, CallbackQueueLimit: 1, CallbackConcurrency: 1, Logger: testLogger(t)}
+	cfg.Authorize = (&fakeAuthz{}).authorize
+	cfg.Deliver = func(_ time.Time, id string, _ session.Request, _ session.Status) DeliveryResult {
+		mu.Lock()
+		started[id] = true
+		g := gates[id]
+		mu.Unlock()
+		if g != nil {
+			<-g
+		}
+		return DeliveryResult{StatusCode: 204}
+	}
+	e, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Stop(time.Second) })
+
+	now := time.Now().UTC()
+	decide := func(i int, at time.Time, gate chan struct{}) session.Record {
+		t.Helper()
+		id := fmt.Sprintf("01900000-0000-7000-8000-%012d", i)
+		mu.Lock()
+		gates[id] = gate
+		mu.Unlock()
+		rec := session.Record{ID: id, Request: session.Request{StationID: "123e4567-e89b-12d3-a456-426614174000",
+			DriverToken: "cursorBackToken000000001", CallbackURL: "http://x/"},
+			AcceptedAt: now, DecideBy: now.Add(time.Minute), State: session.StatePending}
+		if err := st.Accept(&rec); err != nil {
+			t.Fatal(err)
+		}
+		dec, err := st.Decide(id, session.StatusAllowed, "", session.ByAuthz, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.system.Root.Send(e.sender, &DeliverCallback{Record: dec})
+		return dec
+	}
+	inFlight := func(id string) {
+		t.Helper()
+		eventually(t, 5*time.Second, time.Millisecond, func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			if !started[id] {
+				return fmt.Errorf("%s is not being delivered", id)
+			}
+			return nil
+		})
+	}
+
+	// a takes the one slot; b is left in the store, and read back once a
+	// ends: the cursor passes b.
+	gateA, gateB := make(chan struct{}), make(chan struct{})
+	a := decide(0, now.Add(-time.Second), gateA)
+	inFlight(a.ID)
+	b := decide(1, now.Add(-time.Second), gateB)
+	close(gateA)
+	inFlight(b.ID)
+	// c was decided before b, and is written only now, behind the cursor,
+	// while b holds the slot.
+	c := decide(2, now.Add(-2*time.Second), nil)
+	close(gateB)
+	eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if rec, err := st.Get(c.ID); err != nil || rec.State != session.StateDelivered {
+			return fmt.Errorf("%s: %s, %v", c.ID, rec.State, err)
+		}
+		return nil
+	})
 }

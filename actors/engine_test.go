@@ -837,6 +837,56 @@ func TestCallbackBacklogWaitsOnDisk(t *testing.T) {
 	}
 }
 
+// Callbacks waiting in the store go out earliest due first, not in id
+// order: here the newest request was decided first.
+func TestCallbackBacklogEarliestDueFirst(t *testing.T) {
+	const n = 20
+	st := openStore(t, vfs.NewMem())
+	now := time.Now().UTC()
+	var want []string
+	for i := range n {
+		id := fmt.Sprintf("01900000-0000-7000-8000-%012d", i)
+		rec := session.Record{ID: id, Request: session.Request{StationID: "123e4567-e89b-12d3-a456-426614174000",
+			DriverToken: "cbBacklogToken0000000001", CallbackURL: "http://x/"},
+			AcceptedAt: now, DecideBy: now.Add(time.Minute), State: session.StatePending}
+		if err := st.Accept(&rec); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Decide(id, session.StatusAllowed, "", session.ByAuthz, now.Add(-time.Duration(i)*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		want = append([]string{id}, want...)
+	}
+	var (
+		mu  sync.Mutex
+		got []string
+	)
+	cfg := Config{Store: st, CallbackQueueLimit: 1, CallbackConcurrency: 1, Logger: testLogger(t)}
+	cfg.Authorize = (&fakeAuthz{}).authorize
+	cfg.Deliver = func(_ time.Time, id string, _ session.Request, _ session.Status) DeliveryResult {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, id)
+		return DeliveryResult{StatusCode: 204}
+	}
+	e, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Stop(time.Second) })
+	eventually(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if d := st.Count(session.StateDelivered); d != n {
+			return fmt.Errorf("%d of %d delivered", d, n)
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("delivered in this order:\n%v\nwant the earliest due first:\n%v", got, want)
+	}
+}
+
 type slowReceiver struct {
 	delay time.Duration
 	count atomic.Int64
@@ -1120,7 +1170,7 @@ func TestRetriesWaitingInMemoryAreBounded(t *testing.T) {
 	recv.checkDeliveredOnce(t, ids)
 	recv.mu.Lock()
 	defer recv.mu.Unlock()
-	// Each release follows a failed attempt: a sweep never takes a record
+	// Each release follows a failed attempt: a refill never takes a record
 	// that is not due only to release it again.
 	if released = h.engine.releasedCB.Load(); released > int64(recv.failures) {
 		t.Errorf("%d releases for %d failed attempts: records were taken before they were due", released, recv.failures)

@@ -76,7 +76,7 @@ type callbackDue struct {
 func (*callbackDue) IgnoreDeadLetterLogging() {}
 
 // wakeCallbacks is the callback sender's wake timer: the earliest retry it
-// released to the store is due, so it sweeps the decided index again. gen
+// released to the store is due, so it reads the due index on. gen
 // tells a timer stopped too late from the one armed now.
 type wakeCallbacks struct{ gen uint64 }
 
