@@ -108,6 +108,12 @@ func (s *Store) scanPage(page []session.Record, st session.State, afterID string
 	for valid := it.First(); valid && len(page) < want; valid = it.Next() {
 		id := string(it.Key()[len(prefix):])
 		rec, err := readAt(recs, recordKey(kb[:0], id), id)
+		if err == nil && rec.State != st {
+			// The index and the record are read from one snapshot, and
+			// written in one batch: they can only disagree if the store is
+			// damaged.
+			err = fmt.Errorf("%w: the record is %s", errCorrupt, rec.State)
+		}
 		if err != nil {
 			_ = errors.Join(it.Close(), recs.Close())
 			return page, fmt.Errorf("persistence: scan %s: index entry %s: %w", st, id, err)

@@ -509,3 +509,36 @@ func TestDueIndexBuiltAtOpen(t *testing.T) {
 		t.Fatalf("after reopen, due: %v, want %v", got, want)
 	}
 }
+
+// TestIndexDisagreesWithRecord damages the store: an index entry for a
+// record in another state. Scan and ScanDue report it as corruption
+// rather than hand out a record in the wrong state.
+func TestIndexDisagreesWithRecord(t *testing.T) {
+	s := mustOpen(t, memConfig())
+	id := testID(0, 0)
+	mustAccept(t, s, id)
+	b := s.db.NewBatch()
+	if err := b.Set(indexKey(nil, session.StateDecided, id), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Set(dueKey(nil, t0, id), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Scan(session.StateDecided, "", 0, func(r session.Record) bool {
+		t.Errorf("Scan handed out %s", formatRecord(r))
+		return true
+	})
+	if !errors.Is(err, errCorrupt) {
+		t.Errorf("Scan: %v, want corruption", err)
+	}
+	_, err = s.ScanDue(DuePos{}, t0.Add(time.Hour), 0, func(_ DuePos, r session.Record) bool {
+		t.Errorf("ScanDue handed out %s", formatRecord(r))
+		return true
+	})
+	if !errors.Is(err, errCorrupt) {
+		t.Errorf("ScanDue: %v, want corruption", err)
+	}
+}
