@@ -120,20 +120,10 @@ func TestLeftDecisionBehindTheCursorIsDelivered(t *testing.T) {
 	now := time.Now().UTC()
 	decide := func(i int, at time.Time, gate chan struct{}) session.Record {
 		t.Helper()
-		id := fmt.Sprintf("01900000-0000-7000-8000-%012d", i)
 		mu.Lock()
-		gates[id] = gate
+		gates[storedID(i)] = gate
 		mu.Unlock()
-		rec := session.Record{ID: id, Request: session.Request{StationID: "123e4567-e89b-12d3-a456-426614174000",
-			DriverToken: "cursorBackToken000000001", CallbackURL: "http://x/"},
-			AcceptedAt: now, DecideBy: now.Add(time.Minute), State: session.StatePending}
-		if err := st.Accept(&rec); err != nil {
-			t.Fatal(err)
-		}
-		dec, err := st.Decide(id, session.StatusAllowed, "", session.ByAuthz, at)
-		if err != nil {
-			t.Fatal(err)
-		}
+		dec := storeDecided(t, st, i, at)
 		e.system.Root.Send(e.sender, &DeliverCallback{Record: dec})
 		return dec
 	}

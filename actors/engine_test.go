@@ -795,16 +795,7 @@ func TestCallbackBacklogWaitsOnDisk(t *testing.T) {
 	st := openStore(t, vfs.NewMem())
 	now := time.Now().UTC()
 	for i := range 50 { // decided before the start: resumed from the store
-		id := fmt.Sprintf("01900000-0000-7000-8000-%012d", i)
-		rec := session.Record{ID: id, Request: session.Request{StationID: "123e4567-e89b-12d3-a456-426614174000",
-			DriverToken: "cbBacklogToken0000000001", CallbackURL: "http://x/"},
-			AcceptedAt: now, DecideBy: now.Add(time.Minute), State: session.StatePending}
-		if err := st.Accept(&rec); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := st.Decide(id, session.StatusAllowed, "", session.ByAuthz, now); err != nil {
-			t.Fatal(err)
-		}
+		storeDecided(t, st, i, now)
 	}
 	slow := &slowReceiver{delay: 2 * time.Millisecond}
 	cfg := Config{Store: st, CallbackQueueLimit: 5, CallbackConcurrency: 2}
@@ -845,17 +836,8 @@ func TestCallbackBacklogEarliestDueFirst(t *testing.T) {
 	now := time.Now().UTC()
 	var want []string
 	for i := range n {
-		id := fmt.Sprintf("01900000-0000-7000-8000-%012d", i)
-		rec := session.Record{ID: id, Request: session.Request{StationID: "123e4567-e89b-12d3-a456-426614174000",
-			DriverToken: "cbBacklogToken0000000001", CallbackURL: "http://x/"},
-			AcceptedAt: now, DecideBy: now.Add(time.Minute), State: session.StatePending}
-		if err := st.Accept(&rec); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := st.Decide(id, session.StatusAllowed, "", session.ByAuthz, now.Add(-time.Duration(i)*time.Second)); err != nil {
-			t.Fatal(err)
-		}
-		want = append([]string{id}, want...)
+		rec := storeDecided(t, st, i, now.Add(-time.Duration(i)*time.Second))
+		want = append([]string{rec.ID}, want...)
 	}
 	var (
 		mu  sync.Mutex
@@ -885,6 +867,27 @@ func TestCallbackBacklogEarliestDueFirst(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("delivered in this order:\n%v\nwant the earliest due first:\n%v", got, want)
 	}
+}
+
+// storedID is the id storeDecided gives its i-th request.
+func storedID(i int) string { return fmt.Sprintf("01900000-0000-7000-8000-%012d", i) }
+
+// storeDecided writes the i-th request, accepted and decided allowed at
+// at, straight into the store (the engine is not told).
+func storeDecided(t *testing.T, st *persistence.Store, i int, at time.Time) session.Record {
+	t.Helper()
+	id := storedID(i)
+	rec := session.Record{ID: id, Request: session.Request{StationID: "123e4567-e89b-12d3-a456-426614174000",
+		DriverToken: "cbBacklogToken0000000001", CallbackURL: "http://x/"},
+		AcceptedAt: at, DecideBy: at.Add(time.Minute), State: session.StatePending}
+	if err := st.Accept(&rec); err != nil {
+		t.Fatal(err)
+	}
+	dec, err := st.Decide(id, session.StatusAllowed, "", session.ByAuthz, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dec
 }
 
 type slowReceiver struct {
