@@ -12,9 +12,8 @@
 //	d/<at><id>      -> empty: the due index, one entry per decided record,
 //	                   at its NextAttemptAt (8 big-endian bytes of Unix
 //	                   nanoseconds), so that ScanDue reads what is due,
-//	                   earliest first, and stops at the first not due
-//	m/due-index     -> empty: the due index is complete (Open builds it once
-//	                   for a store written before it existed)
+//	                   earliest first, and stops at the first not due;
+//	                   every Open that can write builds it again
 //
 // Ids are UUIDv7 strings (lowercase hex), so byte order is time order: a scan
 // of s/pending/ from the start yields the oldest waiting request first, and
@@ -25,7 +24,9 @@
 //   - A record and its index entries are written in one batch: for every
 //     r/<id> there is exactly one s/<state>/<id>, with state == record.State,
 //     and a decided record has exactly one d/<at><id>, with at ==
-//     record.NextAttemptAt (other records have none).
+//     record.NextAttemptAt (other records have none). ScanDue deletes an
+//     entry that breaks this (a version without the index wrote the store
+//     since the last Open) instead of handing out its record.
 //   - Accept, Decide, Redeliver and a failed or retried callback attempt are
 //     durable when they return nil (synced through the group commit,
 //     committer.go). A delivered attempt is visible at once and durable with

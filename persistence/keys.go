@@ -14,9 +14,6 @@ const (
 	recordPrefix = "r/"
 	indexPrefixS = "s/"
 	duePrefix    = "d/"
-	// dueIndexBuilt marks a store whose d/ index is complete: a store
-	// written before the index existed gets it built once, at Open.
-	dueIndexBuilt = "m/due-index"
 )
 
 // dueKey appends d/<at><id> to buf: at as 8 big-endian bytes of Unix

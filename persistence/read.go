@@ -136,8 +136,12 @@ func (s *Store) scanPage(page []session.Record, st session.State, afterID string
 // stopped the scan): when to scan again.
 //
 // As with Scan, records are read in pages, each from one snapshot, and fn
-// runs with no lock held. A record that moves meanwhile may be missed or
-// seen in its old state; none is seen twice.
+// runs with no lock held. A record that moves meanwhile may be missed, or
+// seen again at its new time.
+//
+// An entry whose record is gone, not decided or due at another time (a
+// version without the due index wrote the store since the last Open) is
+// deleted and passed over, with a warning.
 func (s *Store) ScanDue(after DuePos, until time.Time, limit int, fn func(DuePos, session.Record) bool) (time.Time, error) {
 	var (
 		page []dueEntry
@@ -193,8 +197,9 @@ func (s *Store) dueScanPage(page []dueEntry, after DuePos, until time.Time, want
 		return page, time.Time{}, fmt.Errorf("persistence: scan due: %w", err)
 	}
 	var (
-		kb   [64]byte
-		next time.Time
+		kb    [64]byte
+		next  time.Time
+		stale []staleDue
 	)
 	limit := dueNanos(until)
 	for valid := it.First(); valid && len(page) < want; valid = it.Next() {
@@ -209,13 +214,15 @@ func (s *Store) dueScanPage(page []dueEntry, after DuePos, until time.Time, want
 			next = at
 			break
 		}
-		var rec session.Record
-		if rec, err = readAt(recs, recordKey(kb[:0], id), id); err != nil {
-			err = fmt.Errorf("due index entry %s: %w", id, err)
-			break
+		rec, rerr := readAt(recs, recordKey(kb[:0], id), id)
+		switch {
+		case errors.Is(rerr, ErrNotFound), rerr == nil && (rec.State != session.StateDecided || dueNanos(rec.NextAttemptAt) != nanos):
+			stale = append(stale, staleDue{key: append([]byte(nil), it.Key()...), id: id, nanos: nanos})
+			continue
+		case rerr != nil:
+			err = fmt.Errorf("due index entry %s: %w", id, rerr)
 		}
-		if rec.State != session.StateDecided {
-			err = fmt.Errorf("%w: due index entry %s: the record is %s", errCorrupt, id, rec.State)
+		if err != nil {
 			break
 		}
 		page = append(page, dueEntry{pos: DuePos{At: at, ID: id}, rec: rec})
@@ -223,7 +230,47 @@ func (s *Store) dueScanPage(page []dueEntry, after DuePos, until time.Time, want
 	if err = errors.Join(err, it.Error(), it.Close(), recs.Error(), recs.Close()); err != nil {
 		return page, time.Time{}, fmt.Errorf("persistence: scan due: %w", err)
 	}
+	for _, e := range stale {
+		if err := s.dropStaleDueRLocked(e); err != nil {
+			return page, time.Time{}, fmt.Errorf("persistence: scan due: %w", err)
+		}
+	}
 	return page, next, nil
+}
+
+// staleDue is a due index entry that does not match its record.
+type staleDue struct {
+	key   []byte
+	id    string
+	nanos uint64
+}
+
+// dropStaleDueRLocked deletes e if it still does not match its record,
+// under the id's lock (a transition may have moved the record meanwhile).
+// The deletion is not synced: one lost to a crash is made again. The
+// caller holds s.mu.RLock.
+func (s *Store) dropStaleDueRLocked(e staleDue) error {
+	m := s.stripeFor(e.id)
+	m.Lock()
+	defer m.Unlock()
+	rec, err := s.getRLocked(s.db, e.id)
+	switch {
+	case errors.Is(err, ErrNotFound):
+	case err != nil:
+		return err
+	case rec.State == session.StateDecided && dueNanos(rec.NextAttemptAt) == e.nanos:
+		return nil // it matches now
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := b.Delete(e.key, nil); err != nil {
+		return err
+	}
+	if err := s.commit(b, pebble.NoSync); err != nil {
+		return err
+	}
+	s.log.Warn("deleted a due index entry that did not match its record", "request_id", e.id, "record_state", rec.State)
+	return nil
 }
 
 // readAt positions it at key, which must be there, and decodes its record.

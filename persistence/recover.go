@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/chargeauth/chargeauth/session"
 )
 
 // commit commits b. A failed commit ends in a panic inside Pebble: either
@@ -173,6 +175,11 @@ func (s *Store) deleteFailedAcceptsLocked() error {
 			return err
 		}
 		if err := b.Delete(indexKey(kb[:0], r.State, id), nil); err != nil {
+			return err
+		}
+		// It may have been decided: Pebble shows a batch before its
+		// fsync ends, and a scan of the backlog may have read it.
+		if err := moveDue(b, &r, &session.Record{}); err != nil {
 			return err
 		}
 		n++

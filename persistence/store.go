@@ -234,7 +234,7 @@ func Open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	if !cfg.ReadOnly {
-		if err := s.buildDueIndex(); err != nil {
+		if err := s.rebuildDueIndex(); err != nil {
 			_ = db.Close()
 			s.cache.Unref()
 			return nil, err
@@ -243,52 +243,62 @@ func Open(cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// buildDueIndex writes the d/ entry of every decided record, once: for a
-// store written before the due index existed. It runs in Open, before the
-// store is shared, and leaves a marker so that later opens skip it.
-func (s *Store) buildDueIndex() error {
-	if _, closer, err := s.db.Get([]byte(dueIndexBuilt)); err == nil {
-		return closer.Close()
-	} else if !errors.Is(err, pebble.ErrNotFound) {
-		return fmt.Errorf("persistence: open: %w", err)
-	}
+// rebuildDueIndex writes the due index again from the decided records, at
+// every Open that can write, before the store is shared: the index is then
+// right whatever wrote the store before (a version from before the index,
+// one rolled back to, a crash in the middle of an earlier rebuild). It is
+// written in chunks, and only the last waits for its fsync: a crash before
+// that leaves an index that the next Open rebuilds anyway.
+func (s *Store) rebuildDueIndex() error {
+	start := time.Now()
 	b := s.db.NewBatch()
-	defer b.Close()
+	defer func() { b.Close() }()
+	prefix := []byte(duePrefix)
+	if err := b.DeleteRange(prefix, prefixEnd(prefix), nil); err != nil {
+		return fmt.Errorf("persistence: rebuild due index: %w", err)
+	}
 	lo := indexPrefix(nil, session.StateDecided)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
 	if err != nil {
-		return fmt.Errorf("persistence: build due index: %w", err)
+		return fmt.Errorf("persistence: rebuild due index: %w", err)
 	}
 	var kb [64]byte
+	n := 0
 	for valid := it.First(); valid; valid = it.Next() {
 		id := string(it.Key()[len(lo):])
 		rec, err := s.getRLocked(s.db, id)
 		if err == nil {
 			err = b.Set(dueKey(kb[:0], rec.NextAttemptAt, id), nil, nil)
 		}
+		if err == nil && b.Count() >= dueRebuildChunk {
+			err = applyAtOpen(s.db, b, pebble.NoSync)
+			b.Close()
+			b = s.db.NewBatch()
+		}
 		if err != nil {
 			_ = it.Close()
-			return fmt.Errorf("persistence: build due index: %w", err)
+			return fmt.Errorf("persistence: rebuild due index: %w", err)
 		}
+		n++
 	}
 	if err := errors.Join(it.Error(), it.Close()); err != nil {
-		return fmt.Errorf("persistence: build due index: %w", err)
+		return fmt.Errorf("persistence: rebuild due index: %w", err)
 	}
-	if err := b.Set([]byte(dueIndexBuilt), nil, nil); err != nil {
-		return fmt.Errorf("persistence: build due index: %w", err)
+	if err := applyAtOpen(s.db, b, pebble.Sync); err != nil {
+		return fmt.Errorf("persistence: rebuild due index: %w", err)
 	}
-	if n := b.Count(); n > 1 {
-		s.log.Info("built the due index", "decided", n-1)
-	}
-	if err := applyAtOpen(s.db, b); err != nil {
-		return fmt.Errorf("persistence: build due index: %w", err)
+	if n > 0 {
+		s.log.Info("rebuilt the due index", "decided", n, "took", time.Since(start).Round(time.Millisecond).String())
 	}
 	return nil
 }
 
-// applyAtOpen commits b, synced, and returns a failed commit's panic (see
-// commit) as an error: Open fails, with nothing to recover yet.
-func applyAtOpen(db *pebble.DB, b *pebble.Batch) (err error) {
+// dueRebuildChunk is how many entries rebuildDueIndex writes in one batch.
+const dueRebuildChunk = 4096
+
+// applyAtOpen commits b and returns a failed commit's panic (see commit)
+// as an error: Open fails, with nothing to recover yet.
+func applyAtOpen(db *pebble.DB, b *pebble.Batch, opts *pebble.WriteOptions) (err error) {
 	defer func() {
 		switch v := recover().(type) {
 		case nil:
@@ -300,7 +310,7 @@ func applyAtOpen(db *pebble.DB, b *pebble.Batch) (err error) {
 			panic(v)
 		}
 	}()
-	return db.Apply(b, pebble.Sync)
+	return db.Apply(b, opts)
 }
 
 // initCounts counts the state index. It runs once, in Open, before the store

@@ -1,6 +1,7 @@
 package persistence
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -460,16 +461,33 @@ func BenchmarkAccept(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "accepts/s")
 }
 
-// TestDueIndexBuiltAtOpen opens a store written before the due index
-// existed (its d/ entries and marker removed): Open builds the index, and
-// ScanDue finds every decided record, earliest first.
-func TestDueIndexBuiltAtOpen(t *testing.T) {
+// dueKeys lists the raw due index: "<id>@<offset from t0>" per entry.
+func dueKeys(t *testing.T, s *Store) []string {
+	t.Helper()
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte(duePrefix), UpperBound: prefixEnd([]byte(duePrefix))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for valid := it.First(); valid; valid = it.Next() {
+		k := it.Key()[len(duePrefix):]
+		at := time.Unix(0, int64(binary.BigEndian.Uint64(k))).UTC()
+		out = append(out, fmt.Sprintf("%s@%v", k[8:], at.Sub(t0)))
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestDueIndexRebuiltAtOpen opens a store whose due index a version
+// without it left wrong (an entry missing, a stale one, a wrong time):
+// Open rebuilds it from the decided records.
+func TestDueIndexRebuiltAtOpen(t *testing.T) {
 	fs := vfs.NewMem()
 	s := mustOpen(t, Config{Dir: "db", FS: fs, Logger: quietLogger()})
 	for i := range 4 {
 		mustAccept(t, s, testID(0, i))
-	}
-	for i := range 3 {
 		if _, err := s.Decide(testID(0, i), session.StatusAllowed, "", session.ByAuthz, t0.Add(time.Duration(i)*time.Second)); err != nil {
 			t.Fatal(err)
 		}
@@ -477,68 +495,99 @@ func TestDueIndexBuiltAtOpen(t *testing.T) {
 	if _, err := s.RecordAttempt(testID(0, 0), Attempt{At: t0, Err: "500", Outcome: session.StateDecided, NextAt: t0.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := s.RecordAttempt(testID(0, 3), Attempt{At: t0, Outcome: session.StateDelivered}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{testID(0, 1) + "@1s", testID(0, 2) + "@2s", testID(0, 0) + "@1h0m0s"}
+	if got := dueKeys(t, s); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("due index: %v, want %v", got, want)
+	}
 	b := s.db.NewBatch()
-	if err := b.DeleteRange([]byte(duePrefix), prefixEnd([]byte(duePrefix)), nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Delete([]byte(dueIndexBuilt), nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		t.Fatal(err)
-	}
-	due := func(s *Store) []string {
-		var ids []string
-		if _, err := s.ScanDue(DuePos{}, t0.Add(2*time.Hour), 0, func(_ DuePos, r session.Record) bool {
-			ids = append(ids, r.ID)
-			return true
-		}); err != nil {
+	for _, err := range []error{
+		b.Delete(dueKey(nil, t0.Add(time.Second), testID(0, 1)), nil),     // missing
+		b.Set(dueKey(nil, t0.Add(3*time.Second), testID(0, 3)), nil, nil), // stale: delivered
+		b.Delete(dueKey(nil, t0.Add(time.Hour), testID(0, 0)), nil),       // at the wrong time
+		b.Set(dueKey(nil, t0, testID(0, 0)), nil, nil),
+		b.Commit(pebble.Sync),
+	} {
+		if err != nil {
 			t.Fatal(err)
 		}
-		return ids
-	}
-	if got := due(s); len(got) != 0 {
-		t.Fatalf("the index was not removed: %v", got)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	s = mustOpen(t, Config{Dir: "db", FS: fs, Logger: quietLogger()})
-	want := []string{testID(0, 1), testID(0, 2), testID(0, 0)}
-	if got := due(s); fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("after reopen, due: %v, want %v", got, want)
+	if got := dueKeys(t, s); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("after reopen, due index: %v, want %v", got, want)
 	}
 }
 
-// TestIndexDisagreesWithRecord damages the store: an index entry for a
-// record in another state. Scan and ScanDue report it as corruption
-// rather than hand out a record in the wrong state.
-func TestIndexDisagreesWithRecord(t *testing.T) {
+// A failed accept that was decided before the store broke (Pebble shows a
+// batch before its fsync ends) leaves no due entry when the reopen
+// deletes it.
+func TestFailedAcceptLeavesNoDueEntry(t *testing.T) {
 	s := mustOpen(t, memConfig())
-	id := testID(0, 0)
-	mustAccept(t, s, id)
-	b := s.db.NewBatch()
-	if err := b.Set(indexKey(nil, session.StateDecided, id), nil, nil); err != nil {
+	bad, good := testID(0, 0), testID(0, 1)
+	for _, id := range []string{bad, good} {
+		mustAccept(t, s, id)
+		if _, err := s.Decide(id, session.StatusAllowed, "", session.ByAuthz, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.forgetOnRecover(bad)
+	s.mu.Lock()
+	err := s.deleteFailedAcceptsLocked()
+	s.mu.Unlock()
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Set(dueKey(nil, t0, id), nil, nil); err != nil {
+	if got, want := dueKeys(t, s), []string{good + "@0s"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("due index: %v, want %v", got, want)
+	}
+}
+
+// TestIndexDisagreesWithRecord damages the store: index entries for a
+// record in another state. Scan reports it as corruption rather than hand
+// out a record in the wrong state; ScanDue passes over the entry and
+// deletes it (a version without the due index can leave such entries),
+// and goes on to the next.
+func TestIndexDisagreesWithRecord(t *testing.T) {
+	s := mustOpen(t, memConfig())
+	bad, good := testID(0, 0), testID(0, 1)
+	mustAccept(t, s, bad)
+	mustAccept(t, s, good)
+	if _, err := s.Decide(good, session.StatusAllowed, "", session.ByAuthz, t0.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	b := s.db.NewBatch()
+	if err := b.Set(indexKey(nil, session.StateDecided, bad), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Set(dueKey(nil, t0, bad), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
 	err := s.Scan(session.StateDecided, "", 0, func(r session.Record) bool {
-		t.Errorf("Scan handed out %s", formatRecord(r))
+		if r.ID == bad {
+			t.Errorf("Scan handed out %s", formatRecord(r))
+		}
 		return true
 	})
 	if !errors.Is(err, errCorrupt) {
 		t.Errorf("Scan: %v, want corruption", err)
 	}
+	var got []string
 	_, err = s.ScanDue(DuePos{}, t0.Add(time.Hour), 0, func(_ DuePos, r session.Record) bool {
-		t.Errorf("ScanDue handed out %s", formatRecord(r))
+		got = append(got, r.ID)
 		return true
 	})
-	if !errors.Is(err, errCorrupt) {
-		t.Errorf("ScanDue: %v, want corruption", err)
+	if err != nil || fmt.Sprint(got) != fmt.Sprint([]string{good}) {
+		t.Errorf("ScanDue: %v, %v; want [%s], nil", got, err, good)
+	}
+	if got, want := dueKeys(t, s), []string{good + "@1s"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("due index after ScanDue: %v, want %v", got, want)
 	}
 }
