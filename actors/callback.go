@@ -34,8 +34,10 @@ import (
 // first).
 //
 // The sender reads the store through its due index (persistence.ScanDue:
-// decided records by NextAttemptAt, earliest first), from a cursor that
-// only moves forward, except to go back before a record it had to leave:
+// decided records by NextAttemptAt, earliest first), from a cursor. The
+// cursor moves forward as refills read, goes back before a record the
+// sender leaves in the store (see leave), and back to the start on a
+// rescan (start, store recovery) or an attempt that could not be stored:
 //
 //   - Decided requests beyond the due budget stay in the store (overflow
 //     mode) and are read back, earliest due first, as deliveries end. When
@@ -43,8 +45,9 @@ import (
 //     in memory.
 //   - A retry beyond the waiting budget is released: the attempt has just
 //     stored it as decided with its NextAttemptAt, which is later than any
-//     entry the cursor has passed, so the sender forgets it and arms one
-//     wake timer (one for all of them) at the earliest such time. A scan
+//     entry the cursor has passed (else, the clock stepped back, the cursor
+//     goes back before it), so the sender forgets it and arms one wake
+//     timer (one for all of them) at the earliest such time. A scan
 //     reads only what is due and stops at the first entry that is not,
 //     whose time arms the wake: records not due are never read, however
 //     many wait. A released retry is thus attempted no earlier than its
@@ -52,11 +55,12 @@ import (
 //     is room (the wakes are at least that far apart).
 //
 // Invariant: every decided request in the store that the sender does not
-// own is (a) after the cursor, and overflow is set or it is not due yet
-// and the wake timer is armed for no later than its NextAttemptAt (or the
-// end of the gap after the last wake); or (b) left by a failed store
-// write, for the rescan after the store recovers (or the next start). The
-// owned set keeps a scan from starting a second delivery of an id.
+// own is after the cursor, and overflow is set, or it is not due yet and
+// the wake timer is armed for no later than its NextAttemptAt (or the end
+// of the gap after the last wake). (While the store is broken, refills
+// fail and the rescan after its recovery starts again; after a close,
+// the next start does.) The owned set keeps a scan from starting a second
+// delivery of an id.
 type callbackSender struct {
 	e    *Engine
 	log  *slog.Logger
@@ -107,16 +111,16 @@ func newCallbackSender(e *Engine) *callbackSender {
 func (c *callbackSender) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *DeliverCallback:
-		id := msg.Record.ID
-		if _, ok := c.owned[id]; ok {
-			return // already being delivered
+		if _, ok := c.owned[msg.Record.ID]; ok {
+			// Being delivered already, from an older state maybe: a
+			// Redeliver can land between a failed outcome's write and
+			// its *CallbackAttempted, which then drops ownership. The
+			// store has the record; a refill reads it back if so.
+			c.leave(msg.Record)
+			return
 		}
 		if c.active() >= c.e.cfg.CallbackQueueLimit {
-			// It stays decided in the store; a refill reads it back.
-			if p := persistence.DuePosBefore(msg.Record); p.Before(c.cursor) {
-				c.cursor = p
-			}
-			c.overflow = true
+			c.leave(msg.Record) // it stays decided in the store
 			return
 		}
 		c.own(ctx, msg.Record)
@@ -156,6 +160,23 @@ func (c *callbackSender) Receive(ctx actor.Context) {
 	case *actor.Started, *actor.Stopped, *actor.Restarting:
 	default:
 		c.log.Debug("unexpected message", "type", typeName(msg))
+	}
+}
+
+// leave makes sure a refill reads rec back from the store: the sender does
+// not take it now. The cursor goes back before it, if it had passed it.
+func (c *callbackSender) leave(rec session.Record) {
+	c.rewind(rec)
+	c.overflow = true
+}
+
+// rewind moves the cursor back before rec, if it had passed it. A record
+// goes behind the cursor only if it was written after a refill passed its
+// time: its decision time was taken before a later one's write, or the
+// wall clock stepped back.
+func (c *callbackSender) rewind(rec session.Record) {
+	if p := persistence.DuePosBefore(rec); p.Before(c.cursor) {
+		c.cursor = p
 	}
 }
 
@@ -277,6 +298,7 @@ func (c *callbackSender) schedule(ctx actor.Context, rec session.Record) {
 			delete(c.owned, rec.ID)
 			c.e.pendingCB.Store(int64(len(c.owned)))
 			c.e.releasedCB.Add(1)
+			c.rewind(rec) // only if the clock stepped back
 			c.wakeBy(ctx, rec.NextAttemptAt)
 			return
 		}
@@ -432,13 +454,16 @@ func (c *callbackSender) attempt(rec session.Record) *CallbackAttempted {
 func (c *callbackSender) done(ctx actor.Context, msg *CallbackAttempted) {
 	switch {
 	case msg.Err != nil:
-		// The attempt is not stored (closing, a failed write): the record
-		// is still decided in the store, and the next start, or the rescan
-		// after the store recovers, delivers it.
+		// The attempt is not stored (closing, a failed read or write):
+		// the record is as it was in the store. Read it back from the
+		// start (its stored time may be older than the copy here); if the
+		// store is broken, the rescan after it recovers does it again, and
+		// after a close the next start does.
 		if !errors.Is(msg.Err, persistence.ErrClosing) {
 			c.log.Error("store callback attempt", "request_id", msg.Record.ID, "err", msg.Err)
 		}
 		delete(c.owned, msg.Record.ID)
+		c.overflow, c.cursor = true, persistence.DuePos{}
 	case msg.Record.State == session.StateDecided:
 		c.schedule(ctx, msg.Record) // waits for NextAttemptAt, on a timer or in the store
 	default:

@@ -158,3 +158,92 @@ func TestLeftDecisionBehindTheCursorIsDelivered(t *testing.T) {
 		return nil
 	})
 }
+
+// The wall clock steps back (an NTP correction) after a refill's cursor has
+// passed an entry: a retry released to the store then lands behind the
+// cursor, and is still delivered.
+func TestReleasedRetryBehindTheCursorAfterClockStepsBack(t *testing.T) {
+	st := openStore(t, vfs.NewMem())
+	var offset atomic.Int64
+	base := time.Now().UTC()
+	p := storeDecided(t, st, 0, base.Add(-2*time.Second))
+	q := storeDecided(t, st, 1, base.Add(-time.Second))
+	var (
+		mu    sync.Mutex
+		tries = map[string]int{}
+	)
+	cfg := Config{Store: st, CallbackQueueLimit: 1, CallbackConcurrency: 1, Logger: testLogger(t),
+		CallbackBackoff: 10 * time.Millisecond, CallbackMaxBackoff: time.Minute, CallbackMaxAttempts: 10, CallbackMaxAge: time.Hour}
+	cfg.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	cfg.Authorize = (&fakeAuthz{}).authorize
+	cfg.Deliver = func(_ time.Time, id string, _ session.Request, _ session.Status) DeliveryResult {
+		mu.Lock()
+		tries[id]++
+		n := tries[id]
+		mu.Unlock()
+		switch {
+		case id == p.ID: // holds the one waiting slot on a long timer
+			return DeliveryResult{Err: errors.New("503"), Retryable: true, RetryAfter: 30 * time.Second}
+		case id == q.ID && n == 1: // released, once the clock stepped back
+			offset.Store(int64(-time.Hour))
+			return DeliveryResult{Err: errors.New("503"), Retryable: true, RetryAfter: 300 * time.Millisecond}
+		}
+		return DeliveryResult{StatusCode: 204}
+	}
+	e, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Stop(time.Second) })
+	eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if rec, err := st.Get(q.ID); err != nil || rec.State != session.StateDelivered {
+			return fmt.Errorf("%s: %s after %d attempts, %v (%d released)", q.ID, rec.State, rec.CallbackAttempts, err, e.releasedCB.Load())
+		}
+		return nil
+	})
+}
+
+// An operator's redelivery lands between a failed outcome's write and the
+// sender's handling of it: its DeliverCallback finds the id still owned,
+// and the failed outcome then drops it. The redelivery still goes out.
+func TestRedeliveryRacingTheFailedOutcome(t *testing.T) {
+	st := openStore(t, vfs.NewMem())
+	x := storeDecided(t, st, 0, time.Now().UTC().Add(-time.Second))
+	var calls atomic.Int64
+	var e *Engine
+	started := make(chan struct{})
+	var once sync.Once
+	cfg := Config{Store: st, CallbackQueueLimit: 10, CallbackConcurrency: 1, Logger: testLogger(t), CallbackMaxAttempts: 1}
+	cfg.Authorize = (&fakeAuthz{}).authorize
+	cfg.Deliver = func(time.Time, string, session.Request, session.Status) DeliveryResult {
+		if calls.Add(1) == 1 {
+			return DeliveryResult{Err: errors.New("500"), Retryable: true}
+		}
+		return DeliveryResult{StatusCode: 204}
+	}
+	// Called on the attempt's goroutine after its outcome is stored, and
+	// before the sender hears of it.
+	cfg.Observe.CallbackAttempt = func(result string, _ time.Duration) {
+		if result != "failed" {
+			return
+		}
+		once.Do(func() {
+			<-started
+			if _, err := e.Redeliver(x.ID); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	var err error
+	if e, err = Start(cfg); err != nil {
+		t.Fatal(err)
+	}
+	close(started)
+	t.Cleanup(func() { e.Stop(time.Second) })
+	eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if rec, err := st.Get(x.ID); err != nil || rec.State != session.StateDelivered {
+			return fmt.Errorf("%s: %s, %v (%d POSTs)", x.ID, rec.State, err, calls.Load())
+		}
+		return nil
+	})
+}
