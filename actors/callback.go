@@ -76,6 +76,11 @@ type callbackSender struct {
 	// owned holds the ids being delivered, so that a rescan of the store
 	// never starts a second delivery of one.
 	owned map[string]struct{}
+	// redo holds, for an owned id, the record of a DeliverCallback that
+	// came meanwhile (a Redeliver racing the failed outcome, or a late
+	// decision): when the sender lets the id go, it leaves that record
+	// for a refill (see disown).
+	redo map[string]session.Record
 
 	waiting int // owned callbacks waiting on a retry timer: at most CallbackQueueLimit
 
@@ -104,7 +109,8 @@ const refillSkipPage = 256
 const maxWakeGap = time.Second
 
 func newCallbackSender(e *Engine) *callbackSender {
-	return &callbackSender{e: e, log: e.log.With("actor", "callbacks"), owned: make(map[string]struct{}),
+	return &callbackSender{e: e, log: e.log.With("actor", "callbacks"),
+		owned: make(map[string]struct{}), redo: make(map[string]session.Record),
 		queues: make(map[string][]session.Record), inReady: make(map[string]bool), hostBusy: make(map[string]int)}
 }
 
@@ -114,9 +120,11 @@ func (c *callbackSender) Receive(ctx actor.Context) {
 		if _, ok := c.owned[msg.Record.ID]; ok {
 			// Being delivered already, from an older state maybe: a
 			// Redeliver can land between a failed outcome's write and
-			// its *CallbackAttempted, which then drops ownership. The
-			// store has the record; a refill reads it back if so.
-			c.leave(msg.Record)
+			// its *CallbackAttempted, which then lets the id go. Kept
+			// until then (the earliest, if several come).
+			if r, ok := c.redo[msg.Record.ID]; !ok || persistence.DuePosBefore(msg.Record).Before(persistence.DuePosBefore(r)) {
+				c.redo[msg.Record.ID] = msg.Record
+			}
 			return
 		}
 		if c.active() >= c.e.cfg.CallbackQueueLimit {
@@ -170,10 +178,21 @@ func (c *callbackSender) leave(rec session.Record) {
 	c.overflow = true
 }
 
+// disown lets id go: the sender no longer delivers it. A record that a
+// DeliverCallback brought meanwhile (see redo) is left for a refill: a
+// refill may have passed over it while the id was owned.
+func (c *callbackSender) disown(id string) {
+	delete(c.owned, id)
+	if r, ok := c.redo[id]; ok {
+		delete(c.redo, id)
+		c.leave(r)
+	}
+}
+
 // rewind moves the cursor back before rec, if it had passed it. A record
-// goes behind the cursor only if it was written after a refill passed its
-// time: its decision time was taken before a later one's write, or the
-// wall clock stepped back.
+// goes behind the cursor if a refill passed its time before it was written
+// (its decision time was taken before a later one's write, or the wall
+// clock stepped back), or passed over it while its id was owned.
 func (c *callbackSender) rewind(rec session.Record) {
 	if p := persistence.DuePosBefore(rec); p.Before(c.cursor) {
 		c.cursor = p
@@ -295,7 +314,7 @@ func (c *callbackSender) schedule(ctx actor.Context, rec session.Record) {
 		if c.waiting >= c.e.cfg.CallbackQueueLimit {
 			// The store has it, decided, with this NextAttemptAt (the
 			// attempt that planned it is stored): a wake takes it back.
-			delete(c.owned, rec.ID)
+			c.disown(rec.ID)
 			c.e.pendingCB.Store(int64(len(c.owned)))
 			c.e.releasedCB.Add(1)
 			c.rewind(rec) // only if the clock stepped back
@@ -462,12 +481,12 @@ func (c *callbackSender) done(ctx actor.Context, msg *CallbackAttempted) {
 		if !errors.Is(msg.Err, persistence.ErrClosing) {
 			c.log.Error("store callback attempt", "request_id", msg.Record.ID, "err", msg.Err)
 		}
-		delete(c.owned, msg.Record.ID)
+		c.disown(msg.Record.ID)
 		c.overflow, c.cursor = true, persistence.DuePos{}
 	case msg.Record.State == session.StateDecided:
 		c.schedule(ctx, msg.Record) // waits for NextAttemptAt, on a timer or in the store
 	default:
-		delete(c.owned, msg.Record.ID)
+		c.disown(msg.Record.ID)
 	}
 	c.e.pendingCB.Store(int64(len(c.owned)))
 	// Refill in batches (a tenth of the limit), not one read per delivery.

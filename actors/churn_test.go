@@ -204,25 +204,33 @@ func TestReleasedRetryBehindTheCursorAfterClockStepsBack(t *testing.T) {
 }
 
 // An operator's redelivery lands between a failed outcome's write and the
-// sender's handling of it: its DeliverCallback finds the id still owned,
-// and the failed outcome then drops it. The redelivery still goes out.
+// sender's handling of it, and another attempt's outcome is handled in
+// between: the redelivery's DeliverCallback finds the id still owned, the
+// other outcome's refill passes over the redelivered record, and the
+// failed outcome then lets the id go. The redelivery still goes out.
 func TestRedeliveryRacingTheFailedOutcome(t *testing.T) {
 	st := openStore(t, vfs.NewMem())
-	x := storeDecided(t, st, 0, time.Now().UTC().Add(-time.Second))
-	var calls atomic.Int64
+	now := time.Now().UTC()
+	x := storeDecided(t, st, 0, now.Add(-2*time.Second))
+	y := storeDecided(t, st, 1, now.Add(-time.Second))
+	var xCalls atomic.Int64
+	yGo := make(chan struct{})
 	var e *Engine
 	started := make(chan struct{})
 	var once sync.Once
-	cfg := Config{Store: st, CallbackQueueLimit: 10, CallbackConcurrency: 1, Logger: testLogger(t), CallbackMaxAttempts: 1}
+	cfg := Config{Store: st, CallbackQueueLimit: 10, CallbackConcurrency: 2, CallbackHostConcurrency: 2,
+		Logger: testLogger(t), CallbackMaxAttempts: 1}
 	cfg.Authorize = (&fakeAuthz{}).authorize
-	cfg.Deliver = func(time.Time, string, session.Request, session.Status) DeliveryResult {
-		if calls.Add(1) == 1 {
+	cfg.Deliver = func(_ time.Time, id string, _ session.Request, _ session.Status) DeliveryResult {
+		if id == y.ID {
+			<-yGo
+			return DeliveryResult{StatusCode: 204}
+		}
+		if xCalls.Add(1) == 1 {
 			return DeliveryResult{Err: errors.New("500"), Retryable: true}
 		}
 		return DeliveryResult{StatusCode: 204}
 	}
-	// Called on the attempt's goroutine after its outcome is stored, and
-	// before the sender hears of it.
 	cfg.Observe.CallbackAttempt = func(result string, _ time.Duration) {
 		if result != "failed" {
 			return
@@ -232,6 +240,9 @@ func TestRedeliveryRacingTheFailedOutcome(t *testing.T) {
 			if _, err := e.Redeliver(x.ID); err != nil {
 				t.Error(err)
 			}
+			time.Sleep(100 * time.Millisecond) // the sender takes the DeliverCallback
+			close(yGo)                         // y's outcome, and its refill
+			time.Sleep(300 * time.Millisecond)
 		})
 	}
 	var err error
@@ -242,7 +253,7 @@ func TestRedeliveryRacingTheFailedOutcome(t *testing.T) {
 	t.Cleanup(func() { e.Stop(time.Second) })
 	eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if rec, err := st.Get(x.ID); err != nil || rec.State != session.StateDelivered {
-			return fmt.Errorf("%s: %s, %v (%d POSTs)", x.ID, rec.State, err, calls.Load())
+			return fmt.Errorf("%s: %s, %v (%d POSTs)", x.ID, rec.State, err, xCalls.Load())
 		}
 		return nil
 	})

@@ -24,9 +24,10 @@
 //   - A record and its index entries are written in one batch: for every
 //     r/<id> there is exactly one s/<state>/<id>, with state == record.State,
 //     and a decided record has exactly one d/<at><id>, with at ==
-//     record.NextAttemptAt (other records have none). ScanDue deletes an
-//     entry that breaks this (a version without the index wrote the store
-//     since the last Open) instead of handing out its record.
+//     record.NextAttemptAt (other records have none). Every Open that can
+//     write builds d/ again (an older version may have written the store);
+//     ScanDue deletes an entry that breaks this instead of handing out its
+//     record, as a defence.
 //   - Accept, Decide, Redeliver and a failed or retried callback attempt are
 //     durable when they return nil (synced through the group commit,
 //     committer.go). A delivered attempt is visible at once and durable with

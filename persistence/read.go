@@ -139,9 +139,10 @@ func (s *Store) scanPage(page []session.Record, st session.State, afterID string
 // runs with no lock held. A record that moves meanwhile may be missed, or
 // seen again at its new time.
 //
-// An entry whose record is gone, not decided or due at another time (a
-// version without the due index wrote the store since the last Open) is
-// deleted and passed over, with a warning.
+// An entry whose record is gone, not decided or due at another time is
+// deleted and passed over, with a warning. That cannot happen unless the
+// store is damaged or a transition forgot the index: this is a defence, so
+// that one bad entry cannot stop every callback read from the store.
 func (s *Store) ScanDue(after DuePos, until time.Time, limit int, fn func(DuePos, session.Record) bool) (time.Time, error) {
 	var (
 		page []dueEntry

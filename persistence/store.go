@@ -248,7 +248,9 @@ func Open(cfg Config) (*Store, error) {
 // right whatever wrote the store before (a version from before the index,
 // one rolled back to, a crash in the middle of an earlier rebuild). It is
 // written in chunks, and only the last waits for its fsync: a crash before
-// that leaves an index that the next Open rebuilds anyway.
+// that leaves an index that the next Open rebuilds anyway. A decided record
+// that cannot be read gets no entry, and a warning: it must not keep the
+// service from starting, nor the other callbacks from going out.
 func (s *Store) rebuildDueIndex() error {
 	start := time.Now()
 	b := s.db.NewBatch()
@@ -262,26 +264,30 @@ func (s *Store) rebuildDueIndex() error {
 	if err != nil {
 		return fmt.Errorf("persistence: rebuild due index: %w", err)
 	}
+	// The records, with a second iterator that only moves forward, as the
+	// index does (see scanPage).
+	recs, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte(recordPrefix), UpperBound: prefixEnd([]byte(recordPrefix))})
+	if err != nil {
+		_ = it.Close()
+		return fmt.Errorf("persistence: rebuild due index: %w", err)
+	}
 	var kb [64]byte
 	n := 0
-	for valid := it.First(); valid; valid = it.Next() {
+	for valid := it.First(); valid && err == nil; valid = it.Next() {
 		id := string(it.Key()[len(lo):])
-		rec, err := s.getRLocked(s.db, id)
-		if err == nil {
-			err = b.Set(dueKey(kb[:0], rec.NextAttemptAt, id), nil, nil)
+		rec, rerr := readAt(recs, recordKey(kb[:0], id), id)
+		if rerr != nil {
+			s.log.Warn("a decided request cannot be read: its callback waits until it can", "request_id", id, "err", rerr)
+			continue
 		}
-		if err == nil && b.Count() >= dueRebuildChunk {
+		if err = b.Set(dueKey(kb[:0], rec.NextAttemptAt, id), nil, nil); err == nil && b.Count() >= dueRebuildChunk {
 			err = applyAtOpen(s.db, b, pebble.NoSync)
 			b.Close()
 			b = s.db.NewBatch()
 		}
-		if err != nil {
-			_ = it.Close()
-			return fmt.Errorf("persistence: rebuild due index: %w", err)
-		}
 		n++
 	}
-	if err := errors.Join(it.Error(), it.Close()); err != nil {
+	if err := errors.Join(err, it.Error(), it.Close(), recs.Error(), recs.Close()); err != nil {
 		return fmt.Errorf("persistence: rebuild due index: %w", err)
 	}
 	if err := applyAtOpen(s.db, b, pebble.Sync); err != nil {

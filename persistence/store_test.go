@@ -591,3 +591,27 @@ func TestIndexDisagreesWithRecord(t *testing.T) {
 		t.Errorf("due index after ScanDue: %v, want %v", got, want)
 	}
 }
+
+// A decided record that cannot be read neither keeps the store from
+// opening nor the other decided records out of the due index.
+func TestOpenWithAnUnreadableDecidedRecord(t *testing.T) {
+	fs := vfs.NewMem()
+	s := mustOpen(t, Config{Dir: "db", FS: fs, Logger: quietLogger()})
+	bad, good := testID(0, 0), testID(0, 1)
+	for _, id := range []string{bad, good} {
+		mustAccept(t, s, id)
+		if _, err := s.Decide(id, session.StatusAllowed, "", session.ByAuthz, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.db.Set(recordKey(nil, bad), []byte{0x7f}, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, Config{Dir: "db", FS: fs, Logger: quietLogger()})
+	if got, want := dueKeys(t, s), []string{good + "@0s"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("due index: %v, want %v", got, want)
+	}
+}
