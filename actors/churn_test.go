@@ -99,8 +99,7 @@ func TestLeftDecisionBehindTheCursorIsDelivered(t *testing.T) {
 		gates   = map[string]chan struct{}{} // closed to let that id's delivery end
 		started = map[string]bool{}
 	)
-	cfg := Config{Store: st, CallbackQueueLimit: 1, CallbackConcurrency: 1, Logger: testLogger(t)}
-	cfg.Authorize = (&fakeAuthz{}).authorize
+	cfg := Config{Store: st, CallbackQueueLimit: 1, CallbackConcurrency: 1}
 	cfg.Deliver = func(_ time.Time, id string, _ session.Request, _ session.Status) DeliveryResult {
 		mu.Lock()
 		started[id] = true
@@ -111,11 +110,7 @@ func TestLeftDecisionBehindTheCursorIsDelivered(t *testing.T) {
 		}
 		return DeliveryResult{StatusCode: 204}
 	}
-	e, err := Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Stop(time.Second) })
+	h := startOn(t, cfg, &fakeAuthz{}, &fakeReceiver{})
 
 	now := time.Now().UTC()
 	decide := func(i int, at time.Time, gate chan struct{}) session.Record {
@@ -124,7 +119,7 @@ func TestLeftDecisionBehindTheCursorIsDelivered(t *testing.T) {
 		gates[storedID(i)] = gate
 		mu.Unlock()
 		dec := storeDecided(t, st, i, at)
-		e.system.Root.Send(e.sender, &DeliverCallback{Record: dec})
+		h.engine.system.Root.Send(h.engine.sender, &DeliverCallback{Record: dec})
 		return dec
 	}
 	inFlight := func(id string) {
@@ -151,12 +146,7 @@ func TestLeftDecisionBehindTheCursorIsDelivered(t *testing.T) {
 	// while b holds the slot.
 	c := decide(2, now.Add(-2*time.Second), nil)
 	close(gateB)
-	eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
-		if rec, err := st.Get(c.ID); err != nil || rec.State != session.StateDelivered {
-			return fmt.Errorf("%s: %s, %v", c.ID, rec.State, err)
-		}
-		return nil
-	})
+	h.waitState(c.ID, session.StateDelivered)
 }
 
 // The wall clock steps back (an NTP correction) after a refill's cursor has
@@ -172,10 +162,9 @@ func TestReleasedRetryBehindTheCursorAfterClockStepsBack(t *testing.T) {
 		mu    sync.Mutex
 		tries = map[string]int{}
 	)
-	cfg := Config{Store: st, CallbackQueueLimit: 1, CallbackConcurrency: 1, Logger: testLogger(t),
+	cfg := Config{Store: st, CallbackQueueLimit: 1, CallbackConcurrency: 1,
 		CallbackBackoff: 10 * time.Millisecond, CallbackMaxBackoff: time.Minute, CallbackMaxAttempts: 10, CallbackMaxAge: time.Hour}
 	cfg.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
-	cfg.Authorize = (&fakeAuthz{}).authorize
 	cfg.Deliver = func(_ time.Time, id string, _ session.Request, _ session.Status) DeliveryResult {
 		mu.Lock()
 		tries[id]++
@@ -190,17 +179,7 @@ func TestReleasedRetryBehindTheCursorAfterClockStepsBack(t *testing.T) {
 		}
 		return DeliveryResult{StatusCode: 204}
 	}
-	e, err := Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Stop(time.Second) })
-	eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
-		if rec, err := st.Get(q.ID); err != nil || rec.State != session.StateDelivered {
-			return fmt.Errorf("%s: %s after %d attempts, %v (%d released)", q.ID, rec.State, rec.CallbackAttempts, err, e.releasedCB.Load())
-		}
-		return nil
-	})
+	startOn(t, cfg, &fakeAuthz{}, &fakeReceiver{}).waitState(q.ID, session.StateDelivered)
 }
 
 // An operator's redelivery lands between a failed outcome's write and the
@@ -218,9 +197,7 @@ func TestRedeliveryRacingTheFailedOutcome(t *testing.T) {
 	var e *Engine
 	started := make(chan struct{})
 	var once sync.Once
-	cfg := Config{Store: st, CallbackQueueLimit: 10, CallbackConcurrency: 2, CallbackHostConcurrency: 2,
-		Logger: testLogger(t), CallbackMaxAttempts: 1}
-	cfg.Authorize = (&fakeAuthz{}).authorize
+	cfg := Config{Store: st, CallbackQueueLimit: 10, CallbackConcurrency: 2, CallbackHostConcurrency: 2, CallbackMaxAttempts: 1}
 	cfg.Deliver = func(_ time.Time, id string, _ session.Request, _ session.Status) DeliveryResult {
 		if id == y.ID {
 			<-yGo
@@ -245,16 +222,8 @@ func TestRedeliveryRacingTheFailedOutcome(t *testing.T) {
 			time.Sleep(300 * time.Millisecond)
 		})
 	}
-	var err error
-	if e, err = Start(cfg); err != nil {
-		t.Fatal(err)
-	}
+	h := startOn(t, cfg, &fakeAuthz{}, &fakeReceiver{})
+	e = h.engine
 	close(started)
-	t.Cleanup(func() { e.Stop(time.Second) })
-	eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
-		if rec, err := st.Get(x.ID); err != nil || rec.State != session.StateDelivered {
-			return fmt.Errorf("%s: %s, %v (%d POSTs)", x.ID, rec.State, err, xCalls.Load())
-		}
-		return nil
-	})
+	h.waitState(x.ID, session.StateDelivered)
 }

@@ -843,19 +843,14 @@ func TestCallbackBacklogEarliestDueFirst(t *testing.T) {
 		mu  sync.Mutex
 		got []string
 	)
-	cfg := Config{Store: st, CallbackQueueLimit: 1, CallbackConcurrency: 1, Logger: testLogger(t)}
-	cfg.Authorize = (&fakeAuthz{}).authorize
+	cfg := Config{Store: st, CallbackQueueLimit: 1, CallbackConcurrency: 1}
 	cfg.Deliver = func(_ time.Time, id string, _ session.Request, _ session.Status) DeliveryResult {
 		mu.Lock()
 		defer mu.Unlock()
 		got = append(got, id)
 		return DeliveryResult{StatusCode: 204}
 	}
-	e, err := Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Stop(time.Second) })
+	startOn(t, cfg, &fakeAuthz{}, &fakeReceiver{})
 	eventually(t, 10*time.Second, 5*time.Millisecond, func() error {
 		if d := st.Count(session.StateDelivered); d != n {
 			return fmt.Errorf("%d of %d delivered", d, n)
