@@ -174,6 +174,10 @@ func serve(args []string, stderr io.Writer) error {
 		signal.Ignore(syscall.SIGHUP) // nothing to reload; do not die of it
 	}
 
+	// Before the service starts: a signal during its start (resume may
+	// take a while) then stops it once it is up, with exit 0.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	svc, err := api.New(api.Config{
 		Listen:                  f.listen,
 		AdminListen:             f.adminListen,
@@ -204,8 +208,6 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	select {
 	case <-ctx.Done():
 		log.Info("stopping", "grace", f.shutdownGrace.String())
