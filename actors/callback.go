@@ -55,9 +55,9 @@ import (
 //     is room (the wakes are at least that far apart).
 //
 // Invariant: every decided request in the store that the sender does not
-// own is after the cursor, and overflow is set, or it is not due yet and
-// the wake timer is armed for no later than its NextAttemptAt (or the end
-// of the gap after the last wake). (While the store is broken, refills
+// own is after the cursor, and either overflow is set, or it is not due
+// yet and the wake timer is armed for no later than its NextAttemptAt (or
+// the end of the gap after the last wake). (While the store is broken, refills
 // fail and the rescan after its recovery starts again; after a close,
 // the next start does.) The owned set keeps a scan from starting a second
 // delivery of an id.
@@ -77,9 +77,9 @@ type callbackSender struct {
 	// never starts a second delivery of one.
 	owned map[string]struct{}
 	// redo holds, for an owned id, the record of a DeliverCallback that
-	// came meanwhile (a Redeliver racing the failed outcome, or a late
-	// decision): when the sender lets the id go, it leaves that record
-	// for a refill (see disown).
+	// came meanwhile: a late decision's, or a Redeliver's that raced the
+	// failed outcome. Only the latter matters: when a failed outcome lets
+	// the id go, the record is left for a refill (see disown).
 	redo map[string]session.Record
 
 	waiting int // owned callbacks waiting on a retry timer: at most CallbackQueueLimit
@@ -178,14 +178,19 @@ func (c *callbackSender) leave(rec session.Record) {
 	c.overflow = true
 }
 
-// disown lets id go: the sender no longer delivers it. A record that a
-// DeliverCallback brought meanwhile (see redo) is left for a refill: a
-// refill may have passed over it while the id was owned.
-func (c *callbackSender) disown(id string) {
+// disown lets id go: the sender no longer delivers it. After a failed
+// outcome, a record that a DeliverCallback brought meanwhile (see redo) is
+// left for a refill: a Redeliver may have made it decided again, and a
+// refill may have passed over it while the id was owned. (Only a failed
+// record can be redelivered; after an error, the cursor goes back to the
+// start anyway.)
+func (c *callbackSender) disown(id string, failed bool) {
 	delete(c.owned, id)
 	if r, ok := c.redo[id]; ok {
 		delete(c.redo, id)
-		c.leave(r)
+		if failed {
+			c.leave(r)
+		}
 	}
 }
 
@@ -314,7 +319,7 @@ func (c *callbackSender) schedule(ctx actor.Context, rec session.Record) {
 		if c.waiting >= c.e.cfg.CallbackQueueLimit {
 			// The store has it, decided, with this NextAttemptAt (the
 			// attempt that planned it is stored): a wake takes it back.
-			c.disown(rec.ID)
+			c.disown(rec.ID, false)
 			c.e.pendingCB.Store(int64(len(c.owned)))
 			c.e.releasedCB.Add(1)
 			c.rewind(rec) // only if the clock stepped back
@@ -481,12 +486,12 @@ func (c *callbackSender) done(ctx actor.Context, msg *CallbackAttempted) {
 		if !errors.Is(msg.Err, persistence.ErrClosing) {
 			c.log.Error("store callback attempt", "request_id", msg.Record.ID, "err", msg.Err)
 		}
-		c.disown(msg.Record.ID)
+		c.disown(msg.Record.ID, false)
 		c.overflow, c.cursor = true, persistence.DuePos{}
 	case msg.Record.State == session.StateDecided:
 		c.schedule(ctx, msg.Record) // waits for NextAttemptAt, on a timer or in the store
 	default:
-		c.disown(msg.Record.ID)
+		c.disown(msg.Record.ID, msg.Record.State == session.StateFailed)
 	}
 	c.e.pendingCB.Store(int64(len(c.owned)))
 	// Refill in batches (a tenth of the limit), not one read per delivery.

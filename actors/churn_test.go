@@ -183,47 +183,58 @@ func TestReleasedRetryBehindTheCursorAfterClockStepsBack(t *testing.T) {
 }
 
 // An operator's redelivery lands between a failed outcome's write and the
-// sender's handling of it, and another attempt's outcome is handled in
-// between: the redelivery's DeliverCallback finds the id still owned, the
-// other outcome's refill passes over the redelivered record, and the
-// failed outcome then lets the id go. The redelivery still goes out.
+// sender's handling of it: its DeliverCallback finds the id still owned.
+// Before the failed outcome lets the id go, a refill (after r's delivery)
+// passes over the redelivered record, which is owned and due. The
+// redelivery still goes out.
 func TestRedeliveryRacingTheFailedOutcome(t *testing.T) {
 	st := openStore(t, vfs.NewMem())
 	now := time.Now().UTC()
-	x := storeDecided(t, st, 0, now.Add(-2*time.Second))
-	y := storeDecided(t, st, 1, now.Add(-time.Second))
+	x := storeDecided(t, st, 0, now.Add(-3*time.Second))
+	y := storeDecided(t, st, 1, now.Add(-2*time.Second))
+	r := storeDecided(t, st, 2, now.Add(-time.Second)) // left in the store at start: the limit is 2
 	var xCalls atomic.Int64
 	yGo := make(chan struct{})
-	var e *Engine
+	var h *harness
 	started := make(chan struct{})
 	var once sync.Once
-	cfg := Config{Store: st, CallbackQueueLimit: 10, CallbackConcurrency: 2, CallbackHostConcurrency: 2, CallbackMaxAttempts: 1}
+	cfg := Config{Store: st, CallbackQueueLimit: 2, CallbackConcurrency: 2, CallbackHostConcurrency: 2, CallbackMaxAttempts: 1}
 	cfg.Deliver = func(_ time.Time, id string, _ session.Request, _ session.Status) DeliveryResult {
 		if id == y.ID {
 			<-yGo
-			return DeliveryResult{StatusCode: 204}
 		}
-		if xCalls.Add(1) == 1 {
+		if id == x.ID && xCalls.Add(1) == 1 {
 			return DeliveryResult{Err: errors.New("500"), Retryable: true}
 		}
 		return DeliveryResult{StatusCode: 204}
 	}
+	// Called on the attempt's goroutine after its outcome is stored, and
+	// before the sender hears of it.
 	cfg.Observe.CallbackAttempt = func(result string, _ time.Duration) {
 		if result != "failed" {
 			return
 		}
 		once.Do(func() {
 			<-started
-			if _, err := e.Redeliver(x.ID); err != nil {
+			if _, err := h.engine.Redeliver(x.ID); err != nil {
 				t.Error(err)
 			}
-			time.Sleep(100 * time.Millisecond) // the sender takes the DeliverCallback
-			close(yGo)                         // y's outcome, and its refill
-			time.Sleep(300 * time.Millisecond)
+			// y's outcome has its refill take r; r's has its refill pass
+			// over x, owned still and due again.
+			close(yGo)
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+				rec, err := st.Get(r.ID)
+				if err == nil && rec.State == session.StateDelivered && h.engine.CallbacksPending() == 1 {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Errorf("r is %s (%v), %d callbacks held; want r delivered and x's alone held", rec.State, err, h.engine.CallbacksPending())
+					return
+				}
+			}
 		})
 	}
-	h := startOn(t, cfg, &fakeAuthz{}, &fakeReceiver{})
-	e = h.engine
+	h = startOn(t, cfg, &fakeAuthz{}, &fakeReceiver{})
 	close(started)
 	h.waitState(x.ID, session.StateDelivered)
 }

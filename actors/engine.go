@@ -322,7 +322,9 @@ func Start(cfg Config) (*Engine, error) {
 }
 
 // rescanCallbacks has the callback sender read the decided (undelivered)
-// requests back from the store; it skips those it is delivering already.
+// requests back from the store, from the start of its due index: it takes
+// those due, skips those it is delivering already, and arms its wake for
+// the rest.
 func (e *Engine) rescanCallbacks() (int64, error) {
 	e.system.Root.Send(e.sender, &rescanCallbacks{})
 	return e.cfg.Store.Count(session.StateDecided), nil

@@ -64,8 +64,9 @@ type DeliverCallback struct {
 // IgnoreDeadLetterLogging: a retry timer may fire while the engine stops.
 func (*DeliverCallback) IgnoreDeadLetterLogging() {}
 
-// rescanCallbacks tells the callback sender to read every decided request
-// back from the store (on start, and after the store recovers).
+// rescanCallbacks tells the callback sender to read the store's due index
+// again from the start (on start, and after the store recovers): it takes
+// what is due, and arms its wake for the first that is not.
 type rescanCallbacks struct{}
 
 // callbackDue is the callback sender's own timer: rec's next attempt is due.

@@ -45,7 +45,8 @@ func (p DuePos) Before(q DuePos) bool {
 	return bytes.Compare(p.key(), q.key()) < 0
 }
 
-// DuePosBefore is the position just before rec's entry in the due index.
+// DuePosBefore is the position before every entry due at rec's
+// NextAttemptAt, rec's own among them.
 func DuePosBefore(rec session.Record) DuePos { return DuePos{At: rec.NextAttemptAt} }
 
 // key is the lower bound, inclusive, of the entries after p.
