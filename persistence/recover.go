@@ -35,22 +35,25 @@ func (s *Store) syncRLocked() error {
 // ErrUnavailable (see commit).
 func (s *Store) guard(write func() error) (err error) {
 	defer func() {
-		v := recover()
-		var why string
-		switch v := v.(type) {
-		case nil:
-			return
-		case fatalPanic:
-			why = string(v)
-		case error:
-			why = "pebble: write failed: " + v.Error()
-		default:
-			panic(v)
+		if v := recover(); v != nil {
+			why := failedWrite(v)
+			s.fail(why)
+			err = fmt.Errorf("%w: %s", ErrUnavailable, why)
 		}
-		s.fail(why)
-		err = fmt.Errorf("%w: %s", ErrUnavailable, why)
 	}()
 	return write()
+}
+
+// failedWrite says why a commit failed, from the panic Pebble raised for
+// it (see commit). Any other panic is raised again.
+func failedWrite(v any) string {
+	switch v := v.(type) {
+	case fatalPanic:
+		return string(v)
+	case error:
+		return "pebble: write failed: " + v.Error()
+	}
+	panic(v)
 }
 
 // fail marks the store broken (once) and starts recoverLoop.

@@ -306,14 +306,8 @@ const dueRebuildChunk = 4096
 // as an error: Open fails, with nothing to recover yet.
 func applyAtOpen(db *pebble.DB, b *pebble.Batch, opts *pebble.WriteOptions) (err error) {
 	defer func() {
-		switch v := recover().(type) {
-		case nil:
-		case fatalPanic:
-			err = fmt.Errorf("%w: %s", ErrUnavailable, string(v))
-		case error:
-			err = fmt.Errorf("%w: pebble: write failed: %w", ErrUnavailable, v)
-		default:
-			panic(v)
+		if v := recover(); v != nil {
+			err = fmt.Errorf("%w: %s", ErrUnavailable, failedWrite(v))
 		}
 	}()
 	return db.Apply(b, opts)
