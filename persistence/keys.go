@@ -1,7 +1,6 @@
 package persistence
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"time"
@@ -42,7 +41,10 @@ type DuePos struct {
 
 // Before orders positions as the index does: by time, then id.
 func (p DuePos) Before(q DuePos) bool {
-	return bytes.Compare(p.key(), q.key()) < 0
+	if a, b := dueNanos(p.At), dueNanos(q.At); a != b {
+		return a < b
+	}
+	return p.ID < q.ID
 }
 
 // DuePosBefore is the position before every entry due at rec's
