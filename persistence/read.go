@@ -95,11 +95,7 @@ func (s *Store) scanPage(page []session.Record, st session.State, afterID string
 	if err != nil {
 		return page, fmt.Errorf("persistence: scan %s: %w", st, err)
 	}
-	// The records, read with a second iterator that only moves forward, as
-	// the index does: a Get per id opened the sstables' iterators and read
-	// their index blocks again for every record (a fifth of the CPU while a
-	// backlog drained).
-	recs, err := snap.NewIter(&pebble.IterOptions{LowerBound: []byte(recordPrefix), UpperBound: prefixEnd([]byte(recordPrefix))})
+	recs, err := newRecordIter(snap)
 	if err != nil {
 		_ = it.Close()
 		return page, fmt.Errorf("persistence: scan %s: %w", st, err)
@@ -192,7 +188,7 @@ func (s *Store) dueScanPage(page []dueEntry, after DuePos, until time.Time, want
 	if err != nil {
 		return page, time.Time{}, fmt.Errorf("persistence: scan due: %w", err)
 	}
-	recs, err := snap.NewIter(&pebble.IterOptions{LowerBound: []byte(recordPrefix), UpperBound: prefixEnd([]byte(recordPrefix))})
+	recs, err := newRecordIter(snap)
 	if err != nil {
 		_ = it.Close()
 		return page, time.Time{}, fmt.Errorf("persistence: scan due: %w", err)
@@ -216,15 +212,13 @@ func (s *Store) dueScanPage(page []dueEntry, after DuePos, until time.Time, want
 			break
 		}
 		rec, rerr := readAt(recs, recordKey(kb[:0], id), id)
-		switch {
-		case errors.Is(rerr, ErrNotFound), rerr == nil && (rec.State != session.StateDecided || dueNanos(rec.NextAttemptAt) != nanos):
+		if rerr != nil && !errors.Is(rerr, ErrNotFound) {
+			err = fmt.Errorf("due index entry %s: %w", id, rerr)
+			break
+		}
+		if rerr != nil || !dueAt(rec, nanos) {
 			stale = append(stale, staleDue{key: append([]byte(nil), it.Key()...), id: id, nanos: nanos})
 			continue
-		case rerr != nil:
-			err = fmt.Errorf("due index entry %s: %w", id, rerr)
-		}
-		if err != nil {
-			break
 		}
 		page = append(page, dueEntry{pos: DuePos{At: at, ID: id}, rec: rec})
 	}
@@ -237,6 +231,11 @@ func (s *Store) dueScanPage(page []dueEntry, after DuePos, until time.Time, want
 		}
 	}
 	return page, next, nil
+}
+
+// dueAt reports whether rec belongs in the due index at nanos.
+func dueAt(rec session.Record, nanos uint64) bool {
+	return rec.State == session.StateDecided && dueNanos(rec.NextAttemptAt) == nanos
 }
 
 // staleDue is a due index entry that does not match its record.
@@ -259,7 +258,7 @@ func (s *Store) dropStaleDueRLocked(e staleDue) error {
 	case errors.Is(err, ErrNotFound):
 	case err != nil:
 		return err
-	case rec.State == session.StateDecided && dueNanos(rec.NextAttemptAt) == e.nanos:
+	case dueAt(rec, e.nanos):
 		return nil // it matches now
 	}
 	b := s.db.NewBatch()
@@ -272,6 +271,15 @@ func (s *Store) dropStaleDueRLocked(e staleDue) error {
 	}
 	s.log.Warn("deleted a due index entry that did not match its record", "request_id", e.id, "record_state", rec.State)
 	return nil
+}
+
+// newRecordIter is an iterator over the records (r/), for readAt: a scan
+// of an index reads its records with one iterator that only moves forward,
+// as the index does. A Get per id opened the sstables' iterators and read
+// their index blocks again for every record (a fifth of the CPU while a
+// backlog drained).
+func newRecordIter(r pebble.Reader) (*pebble.Iterator, error) {
+	return r.NewIter(&pebble.IterOptions{LowerBound: []byte(recordPrefix), UpperBound: prefixEnd([]byte(recordPrefix))})
 }
 
 // readAt positions it at key, which must be there, and decodes its record.

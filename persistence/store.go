@@ -264,9 +264,7 @@ func (s *Store) rebuildDueIndex() error {
 	if err != nil {
 		return fmt.Errorf("persistence: rebuild due index: %w", err)
 	}
-	// The records, with a second iterator that only moves forward, as the
-	// index does (see scanPage).
-	recs, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte(recordPrefix), UpperBound: prefixEnd([]byte(recordPrefix))})
+	recs, err := newRecordIter(s.db)
 	if err != nil {
 		_ = it.Close()
 		return fmt.Errorf("persistence: rebuild due index: %w", err)
