@@ -76,6 +76,7 @@ const (
 	msgURLLength        = "callback_url must be at most 2048 bytes"
 	msgURLChars         = "callback_url must not contain spaces, control or non-ASCII characters"
 	msgURLAbsolute      = "callback_url must be an absolute http or https URL"
+	msgURLPort          = "callback_url port must be 1-65535"
 	msgBodyEmpty        = "body is empty"
 	msgBodyUTF8         = "body is not valid UTF-8"
 	msgBodyNotObject    = "body must be a JSON object"
@@ -223,10 +224,79 @@ func appendCallbackURLErrors(errs []FieldError, s string) []FieldError {
 	}
 	// url.Parse runs only once the cheap checks pass; the scheme prefix is
 	// checked in any case, so that a bad scheme is reported with the rest.
-	if !hasHTTPPrefix(s) || (cheapOK && !parsesWithHost(s)) {
+	if !hasHTTPPrefix(s) {
+		return append(errs, FieldError{Field: FieldCallbackURL, Message: msgURLAbsolute})
+	}
+	if !cheapOK {
+		return errs
+	}
+	// A port that no connection can use (0, above 65535, not a number, or a
+	// colon with nothing after it) is refused here, not retried for days by
+	// the sender. The rest of the URL is then checked without it, so that
+	// each problem is reported once.
+	rest := s
+	if colon, end := portSpan(s); colon >= 0 && !validPort(s[colon+1:end]) {
+		errs = append(errs, FieldError{Field: FieldCallbackURL, Message: msgURLPort})
+		rest = s[:colon] + s[end:]
+	}
+	if !parsesWithHost(rest) {
 		errs = append(errs, FieldError{Field: FieldCallbackURL, Message: msgURLAbsolute})
 	}
 	return errs
+}
+
+// portSpan finds the port in s, which starts with "http://" or "https://"
+// (either case): s[colon] is the ':' before it and s[colon+1:end] the port,
+// which may be empty. colon is -1 when the authority has no port. It splits the
+// authority the way net/url does: it ends at the first '/', '?' or '#',
+// userinfo ends at its last '@', and the port follows the host's first ':'
+// (the ':' right after ']' for an IP literal), so that "host:80:80" has the
+// port "80:80", as net/url reads it.
+func portSpan(s string) (colon, end int) {
+	start := len("http://")
+	if s[4] != ':' {
+		start = len("https://")
+	}
+	end = len(s)
+	if i := strings.IndexAny(s[start:], "/?#"); i >= 0 {
+		end = start + i
+	}
+	host := start
+	if i := strings.LastIndexByte(s[start:end], '@'); i >= 0 {
+		host = start + i + 1
+	}
+	if host < end && s[host] == '[' {
+		i := strings.IndexByte(s[host:end], ']')
+		if i < 0 || host+i+1 >= end || s[host+i+1] != ':' {
+			return -1, end
+		}
+		return host + i + 1, end
+	}
+	i := strings.IndexByte(s[host:end], ':')
+	if i < 0 {
+		return -1, end
+	}
+	return host + i, end
+}
+
+// validPort reports whether p is a TCP port a connection can use: decimal
+// digits (leading zeros allowed, as net.Dial reads them) worth 1 to 65535.
+func validPort(p string) bool {
+	if p == "" {
+		return false
+	}
+	n := 0
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if c < '0' || c > '9' {
+			return false
+		}
+		n = n*10 + int(c-'0')
+		if n > 65535 {
+			return false
+		}
+	}
+	return n >= 1
 }
 
 // IsUUID reports whether s is a UUID in 8-4-4-4-12 hex form, either case, any

@@ -2,7 +2,9 @@ package session
 
 import (
 	"encoding/json"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -113,7 +115,54 @@ var parseCases = []parseCase{
 	{name: "http without host", body: body(qStation, qToken, q("http:///path")), fields: []string{"callback_url"}},
 	{name: "http with port only", body: body(qStation, qToken, q("http://:8080/path")), fields: []string{"callback_url"}},
 	{name: "http opaque", body: body(qStation, qToken, q("http:example.com")), fields: []string{"callback_url"}},
-	{name: "bad port", body: body(qStation, qToken, q("http://example.com:port/")), fields: []string{"callback_url"}},
+	{name: "bad port", body: body(qStation, qToken, q("http://example.com:port/")),
+		fields: []string{"callback_url"}, msgs: []string{"callback_url port must be 1-65535"}},
+
+	// callback_url port (issue 14, D): refused at the POST, never retried.
+	{name: "port 0", body: body(qStation, qToken, q("https://example.com:0/cb")),
+		fields: []string{"callback_url"}, msgs: []string{"callback_url port must be 1-65535"}},
+	{name: "port 65536", body: body(qStation, qToken, q("https://example.com:65536/cb")),
+		fields: []string{"callback_url"}, msgs: []string{"callback_url port must be 1-65535"}},
+	{name: "port past uint64", body: body(qStation, qToken, q("https://example.com:99999999999999999999999/cb")),
+		fields: []string{"callback_url"}, msgs: []string{"callback_url port must be 1-65535"}},
+	{name: "port 1", body: body(qStation, qToken, q("https://example.com:1/cb"))},
+	{name: "port 65535", body: body(qStation, qToken, q("https://example.com:65535"))},
+	{name: "port with leading zeros", body: body(qStation, qToken, q("http://example.com:0080/cb"))},
+	{name: "port 00000", body: body(qStation, qToken, q("http://example.com:00000/cb")),
+		fields: []string{"callback_url"}, msgs: []string{"callback_url port must be 1-65535"}},
+	{name: "port empty", body: body(qStation, qToken, q("http://example.com:/cb")),
+		fields: []string{"callback_url"}, msgs: []string{"callback_url port must be 1-65535"}},
+	{name: "port negative", body: body(qStation, qToken, q("http://example.com:-1/cb")),
+		fields: []string{"callback_url"}, msgs: []string{"callback_url port must be 1-65535"}},
+	{name: "port with sign", body: body(qStation, qToken, q("http://example.com:+80/cb")),
+		fields: []string{"callback_url"}, msgs: []string{"callback_url port must be 1-65535"}},
+	{name: "two ports", body: body(qStation, qToken, q("http://example.com:80:80/cb")),
+		fields: []string{"callback_url"}, msgs: []string{"callback_url port must be 1-65535"}},
+	{name: "port 0 uppercase scheme, before query", body: body(qStation, qToken, q("HTTPS://example.com:0?a=b")),
+		fields: []string{"callback_url"}, msgs: []string{"callback_url port must be 1-65535"}},
+	{name: "port 0 before fragment", body: body(qStation, qToken, q("http://example.com:0#f")),
+		fields: []string{"callback_url"}, msgs: []string{"callback_url port must be 1-65535"}},
+	{name: "ipv6 port 0", body: body(qStation, qToken, q("http://[::1]:0/cb")),
+		fields: []string{"callback_url"}, msgs: []string{"callback_url port must be 1-65535"}},
+	{name: "ipv6 port 70000", body: body(qStation, qToken, q("http://[2001:db8::1]:70000/cb")),
+		fields: []string{"callback_url"}, msgs: []string{"callback_url port must be 1-65535"}},
+	{name: "ipv6 without port", body: body(qStation, qToken, q("http://[2001:db8::1]/cb"))},
+	{name: "userinfo colon is not a port", body: body(qStation, qToken, q("https://user:0@example.com/cb"))},
+	{name: "userinfo and port 0", body: body(qStation, qToken, q("https://user:pw@example.com:0/cb")),
+		fields: []string{"callback_url"}, msgs: []string{"callback_url port must be 1-65535"}},
+	{name: "colons after the authority are not a port",
+		body: body(qStation, qToken, q("https://example.com/a:0?b=c:0#d:0"))},
+	{name: "colon in query without path", body: body(qStation, qToken, q("https://example.com?x=:0"))},
+	{name: "port 0 and no host", body: body(qStation, qToken, q("http://:0/cb")),
+		fields: []string{"callback_url", "callback_url"},
+		msgs:   []string{"callback_url port must be 1-65535", "callback_url must be an absolute http or https URL"}},
+	{name: "port 0 and not http", body: body(qStation, qToken, q("ftp://example.com:0/")),
+		fields: []string{"callback_url"}, msgs: []string{"callback_url must be an absolute http or https URL"}},
+	{name: "port 0 and a space", body: body(qStation, qToken, q("http://example.com:0/a b")),
+		fields: []string{"callback_url"}, msgs: []string{"callback_url must not contain spaces, control or non-ASCII characters"}},
+	{name: "port 0 with other fields wrong", body: body(q("nope"), qToken, q("http://example.com:0/")),
+		fields: []string{"station_id", "callback_url"},
+		msgs:   []string{"station_id is not a valid uuid", "callback_url port must be 1-65535"}},
 	{name: "url 2048 bytes", body: body(qStation, qToken, q("https://example.com/"+strings.Repeat("a", 2048-20)))},
 	{name: "url 2049 bytes", body: body(qStation, qToken, q("https://example.com/"+strings.Repeat("a", 2049-20))),
 		fields: []string{"callback_url"}, msgs: []string{"callback_url must be at most 2048 bytes"}},
@@ -260,6 +309,8 @@ func TestValidate(t *testing.T) {
 		{"zero", Request{}, []string{"station_id", "driver_token", "callback_url"}},
 		{"bad token", Request{StationID: validStation, DriverToken: "a b", CallbackURL: validURL},
 			[]string{"driver_token", "driver_token"}},
+		{"port 0", Request{StationID: validStation, DriverToken: validToken, CallbackURL: "http://example.com:0/"},
+			[]string{"callback_url"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var fields []string
@@ -322,6 +373,19 @@ func FuzzParseRequest(f *testing.F) {
 		}
 		if !IsUUID(req.StationID) || !isTokenChars(req.DriverToken) || !utf8.ValidString(req.CallbackURL) {
 			t.Fatalf("accepted a request outside the charsets: %#v", req)
+		}
+		// The sender can connect to what was accepted: net/url finds a port
+		// of 1..65535 or none (and no colon without one).
+		u, err := url.Parse(req.CallbackURL)
+		if err != nil {
+			t.Fatalf("accepted %q, but net/url says %v", req.CallbackURL, err)
+		}
+		if p := u.Port(); p != "" {
+			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+				t.Fatalf("accepted %q with port %q", req.CallbackURL, p)
+			}
+		} else if strings.HasSuffix(u.Host, ":") {
+			t.Fatalf("accepted %q with an empty port", req.CallbackURL)
 		}
 		// encoding/json must read the same three strings. Decode into a map,
 		// not a struct: struct fields match keys case-insensitively, and
