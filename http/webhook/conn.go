@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -54,6 +55,16 @@ type checkedConn struct {
 	raw      syscall.RawConn // nil: the receiver's close cannot be seen ahead
 	readLast bool            // the last call was a Read
 	written  int             // bytes of the current request written
+}
+
+// dialChecked is the fasthttp DialTimeout function: dial (the guard), then
+// a checkedConn around the connection.
+func (s *Sender) dialChecked(addr string, timeout time.Duration) (net.Conn, error) {
+	c, err := s.dial(addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return newCheckedConn(c), nil
 }
 
 func newCheckedConn(c net.Conn) *checkedConn {

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -154,23 +153,17 @@ func New(cfg Config) (*Sender, error) {
 		s.cfg.tlsConfig = cfg.tlsConfig
 	}
 	s.client = &fasthttp.Client{
-		Name: "chargeauth",
-		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
-			c, err := s.dial(addr, timeout)
-			if err != nil {
-				return nil, err
-			}
-			return newCheckedConn(c), nil
-		},
+		Name:                "chargeauth",
+		DialTimeout:         s.dialChecked,
 		TLSConfig:           cfg.tlsConfig,
 		MaxConnsPerHost:     cfg.MaxConnsPerHost,
 		MaxConnWaitTimeout:  cfg.Timeout,
 		MaxResponseBodySize: maxResponseBody,
 		RetryIfErr:          retryNothingWritten,
-		// Each resend skips one kept-alive connection the receiver closed;
-		// there are at most MaxConnsPerHost of them, then a fresh one.
-		MaxIdemponentCallAttempts: cfg.MaxConnsPerHost + 1,
 	}
+	// Each resend skips one kept-alive connection the receiver closed;
+	// there are at most MaxConnsPerHost of them, then a fresh one.
+	s.client.MaxIdemponentCallAttempts = cfg.MaxConnsPerHost + 1
 	return s, nil
 }
 
