@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
 
@@ -191,39 +190,8 @@ func (c *Client) Authorize(deadline time.Time, stationID, driverToken string) (s
 // appendRequestBody appends {"station_id":...,"driver_token":...} to b.
 func appendRequestBody(b []byte, stationID, driverToken string) []byte {
 	b = append(b, `{"station_id":`...)
-	b = appendJSONString(b, stationID)
+	b = session.AppendJSONString(b, stationID)
 	b = append(b, `,"driver_token":`...)
-	b = appendJSONString(b, driverToken)
+	b = session.AppendJSONString(b, driverToken)
 	return append(b, '}')
-}
-
-// appendJSONString appends s as a JSON string. The public API has already
-// validated both fields, so escaping is the rare path; invalid UTF-8 becomes
-// U+FFFD, as encoding/json does.
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= utf8.RuneSelf {
-			r, size := utf8.DecodeRuneInString(s[i:])
-			if r == utf8.RuneError && size == 1 {
-				b = append(b, `\ufffd`...)
-			} else {
-				b = append(b, s[i:i+size]...)
-			}
-			i += size
-			continue
-		}
-		switch {
-		case c == '"' || c == '\\':
-			b = append(b, '\\', c)
-		case c < 0x20:
-			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-		default:
-			b = append(b, c)
-		}
-		i++
-	}
-	return append(b, '"')
 }

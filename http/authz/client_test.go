@@ -191,8 +191,9 @@ func TestClientRetriesDeadKeptAliveConn(t *testing.T) {
 }
 
 func TestAppendRequestBody(t *testing.T) {
-	got := string(appendRequestBody(nil, "a\"b\\c\n\x1f", "é\xffz"))
-	want := `{"station_id":"a\"b\\c\u000a\u001f","driver_token":"é\ufffdz"}`
+	// The strings are written as encoding/json writes them (session.AppendJSONString).
+	got := string(appendRequestBody(nil, "a\"b\\c\n\x1f\u2028", "é\xffz"))
+	want := `{"station_id":"a\"b\\c\n\u001f\u2028","driver_token":"é\ufffdz"}`
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}

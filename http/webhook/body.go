@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/chargeauth/chargeauth/session"
 )
@@ -27,72 +26,24 @@ func Body(req session.Request, status session.Status) []byte {
 
 func appendBody(dst []byte, req session.Request, status session.Status) []byte {
 	dst = append(dst, `{"station_id":`...)
-	dst = appendJSONString(dst, req.StationID)
+	dst = session.AppendJSONString(dst, req.StationID)
 	dst = append(dst, `,"driver_token":`...)
-	dst = appendJSONString(dst, req.DriverToken)
+	dst = session.AppendJSONString(dst, req.DriverToken)
 	dst = append(dst, `,"status":`...)
-	dst = appendJSONString(dst, string(status))
+	dst = session.AppendJSONString(dst, string(status))
 	return append(dst, '}')
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString appends s as a JSON string. It follows encoding/json
-// (without HTML escaping): ", \ and control characters are escaped, invalid
-// UTF-8 becomes \ufffd, and U+2028 / U+2029 are escaped for JavaScript.
-func appendJSONString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if b := s[i]; b < utf8.RuneSelf {
-			if b >= 0x20 && b != '"' && b != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch b {
-			case '"', '\\':
-				dst = append(dst, '\\', b)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }
 
 // Sign returns the Standard Webhooks signature of one message:
 // "v1," + base64(HMAC-SHA256(secret, id + "." + ts + "." + body)).
+//
+// It is ours, not the Standard Webhooks Go library's Webhook.Sign (which the
+// tests use to check it, TestSignAgreesWithStandardWebhooks): the library
+// builds the signed string with fmt.Sprintf and returns a new string per
+// secret. Measured in one run (BenchmarkSign, two secrets, -count=5, 2
+// shared cores): ours 1.43-1.64 us/op, 1168 B/op, 16 allocs/op; the
+// library 2.27-2.65 us/op, 2096 B/op, 30 allocs/op, about 1.5x slower on
+// every callback attempt.
 func Sign(secret []byte, id string, ts int64, body []byte) string {
 	return string(appendSignature(nil, secret, id, ts, body))
 }

@@ -7,13 +7,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/netip"
 	"net/url"
 	"os"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -156,31 +154,21 @@ func New(cfg Config) (*Sender, error) {
 	}
 	s.client = &fasthttp.Client{
 		Name:                "chargeauth",
-		DialTimeout:         s.dial,
+		DialTimeout:         s.dialChecked,
 		TLSConfig:           cfg.tlsConfig,
 		MaxConnsPerHost:     cfg.MaxConnsPerHost,
 		MaxConnWaitTimeout:  cfg.Timeout,
 		MaxResponseBodySize: maxResponseBody,
-		RetryIfErr:          retryStaleConn,
+		RetryIfErr:          retryNothingWritten,
 	}
+	// Each resend skips one kept-alive connection the receiver closed;
+	// there are at most MaxConnsPerHost of them, then a fresh one.
+	s.client.MaxIdemponentCallAttempts = cfg.MaxConnsPerHost + 1
 	return s, nil
 }
 
 // CloseIdleConnections closes the kept-alive connections not in use.
 func (s *Sender) CloseIdleConnections() { s.client.CloseIdleConnections() }
-
-// retryStaleConn lets fasthttp resend a POST, at most twice, when the
-// connection died before any answer: typically a kept-alive connection the
-// receiver had closed. The receiver may then see the message twice; it
-// dedupes on webhook-id (delivery is at-least-once). A timeout is never
-// resent here.
-func retryStaleConn(_ *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
-	if attempts > 2 {
-		return false, false
-	}
-	return false, errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
-}
 
 // Result is the outcome of one attempt.
 type Result struct {
