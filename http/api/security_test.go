@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/chargeauth/chargeauth/acl"
 	"github.com/chargeauth/chargeauth/http/api"
 	"github.com/chargeauth/chargeauth/http/authz"
@@ -197,4 +199,81 @@ func parseRaw(t *testing.T, answer string) (int, string) {
 	}
 	_, b, _ := strings.Cut(answer, "\r\n\r\n")
 	return code, b
+}
+
+// doAuth sends one request with an Authorization header (none when auth is
+// empty).
+func doAuth(t *testing.T, method, url, auth string) response {
+	t.Helper()
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(url)
+	req.Header.SetMethod(method)
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	if err := fasthttp.DoTimeout(req, resp, 10*time.Second); err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	return response{code: resp.StatusCode(), body: append([]byte(nil), resp.Body()...),
+		header: map[string]string{"www-authenticate": string(resp.Header.Peek("WWW-Authenticate"))}}
+}
+
+// With an admin token, every admin route but /healthz, /readyz and /metrics
+// needs "Authorization: Bearer <token>": missing or wrong is a 401 in the
+// failed shape with WWW-Authenticate: Bearer. The token never reaches the
+// log.
+func TestAdminBearerToken(t *testing.T) {
+	const token = "adminTokenForTheTest-9c1e"
+	var logs syncBuffer
+	az := startFakeAuthz(t, 0)
+	recv := startReceiver(t)
+	svc := startService(t, api.Config{AuthzURL: az.URL, AdminToken: token, AllowPrivateCallbacks: true,
+		Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	id := mustAccept(t, svc, tokAllowed, recv.URL+"/cb")
+	base := "http://" + svc.AdminAddr()
+
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		if r := doAuth(t, "GET", base+path, ""); r.code != 200 {
+			t.Errorf("GET %s without a token: %d %s, want 200", path, r.code, r.body)
+		}
+	}
+	routes := []struct{ method, path string }{
+		{"GET", "/sessions"}, {"GET", "/sessions/" + id}, {"POST", "/sessions/" + id + "/redeliver"},
+		{"GET", "/openapi.json"}, {"GET", "/"}, {"GET", "/nowhere"}, {"GET", "/healthz/"},
+	}
+	for _, rt := range routes {
+		for _, auth := range []string{"", "Bearer", "Bearer ", "Bearer wrong", "Bearer " + token + "x", "Bearer " + token[:len(token)-1], "Basic " + token, token} {
+			r := doAuth(t, rt.method, base+rt.path, auth)
+			if r.code != 401 || r.header["www-authenticate"] != "Bearer" {
+				t.Errorf("%s %s with %q: %d (WWW-Authenticate %q) %s, want 401 with Bearer", rt.method, rt.path, auth, r.code, r.header["www-authenticate"], r.body)
+				continue
+			}
+			if m := r.json(t); m["status"] != "failed" || m["error"] == "" {
+				t.Errorf("401 body %s: want the failed shape", r.body)
+			}
+		}
+	}
+	for _, auth := range []string{"Bearer " + token, "bearer " + token, "BEARER  " + token} {
+		if r := doAuth(t, "GET", base+"/sessions", auth); r.code != 200 {
+			t.Errorf("GET /sessions with %q: %d %s, want 200", auth, r.code, r.body)
+		}
+	}
+	if r := doAuth(t, "GET", base+"/sessions/"+id, "Bearer "+token); r.code != 200 || !strings.Contains(string(r.body), id) {
+		t.Errorf("GET /sessions/<id> with the token: %d %s", r.code, r.body)
+	}
+	if strings.Contains(logs.String(), token[:20]) {
+		t.Errorf("the log has the admin token")
+	}
+}
+
+// Without a token the admin listener stays open (the serve command only
+// allows that on loopback).
+func TestAdminOpenWithoutToken(t *testing.T) {
+	az := startFakeAuthz(t, 0)
+	svc := startService(t, api.Config{AuthzURL: az.URL})
+	if r := doAuth(t, "GET", "http://"+svc.AdminAddr()+"/sessions", ""); r.code != 200 {
+		t.Errorf("GET /sessions: %d %s, want 200", r.code, r.body)
+	}
 }
