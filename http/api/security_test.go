@@ -277,3 +277,77 @@ func TestAdminOpenWithoutToken(t *testing.T) {
 		t.Errorf("GET /sessions: %d %s, want 200", r.code, r.body)
 	}
 }
+
+// A callback naming the service's own admin listener is refused even with
+// AllowPrivateCallbacks: the request ends failed with the reason, and the
+// dialer never connects (the refusal is at connect time).
+func TestCallbackToOwnListenerRefused(t *testing.T) {
+	az := startFakeAuthz(t, 0)
+	svc := startService(t, api.Config{AuthzURL: az.URL, AllowPrivateCallbacks: true, CallbackBackoff: time.Millisecond})
+	id := mustAccept(t, svc, tokAllowed, "http://"+svc.AdminAddr()+"/sessions/x/redeliver")
+	waitFailedWith(t, svc, id, "own listener")
+}
+
+// A callback naming the host's own non-loopback address is refused even
+// with AllowPrivateCallbacks; a real receiver listening there gets nothing.
+func TestCallbackToHostAddressRefused(t *testing.T) {
+	var hostIP net.IP
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
+			hostIP = n.IP
+			break
+		}
+	}
+	if hostIP == nil {
+		t.Skip("this host has no non-loopback IPv4 address to test with")
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(hostIP.String(), "0"))
+	if err != nil {
+		t.Skipf("cannot listen on the host address %s: %v", hostIP, err)
+	}
+	var hits sync.WaitGroup
+	var mu sync.Mutex
+	got := 0
+	hits.Add(1)
+	go func() {
+		defer hits.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			got++
+			mu.Unlock()
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); hits.Wait() })
+	az := startFakeAuthz(t, 0)
+	svc := startService(t, api.Config{AuthzURL: az.URL, AllowPrivateCallbacks: true, CallbackBackoff: time.Millisecond})
+	id := mustAccept(t, svc, tokAllowed, "http://"+ln.Addr().String()+"/cb")
+	waitFailedWith(t, svc, id, "address of this host")
+	mu.Lock()
+	defer mu.Unlock()
+	if got != 0 {
+		t.Errorf("the receiver on the host address got %d connections", got)
+	}
+}
+
+func waitFailedWith(t *testing.T, svc *api.Service, id, reason string) {
+	t.Helper()
+	eventually(t, 10*time.Second, 10*time.Millisecond, func() error {
+		rec, err := svc.Store().Get(id)
+		if err != nil {
+			return err
+		}
+		if rec.State != "failed" {
+			return fmt.Errorf("state %s (last error %q)", rec.State, rec.LastError)
+		}
+		if !strings.Contains(rec.LastError, "forbidden") || !strings.Contains(rec.LastError, reason) {
+			t.Errorf("last error %q should name the forbidden destination and %q", rec.LastError, reason)
+		}
+		return nil
+	})
+}
