@@ -19,15 +19,15 @@ func TestSelfGuardRefuses(t *testing.T) {
 		ap      string
 		refused bool
 	}{
-		{"127.0.0.1:8082", true},   // the admin listener
-		{"0.0.0.0:8082", true},     // 0.0.0.0 connects to the host
-		{"127.0.0.1:9999", false},  // a local receiver: policy decides
-		{"127.0.0.2:8082", false},  // admin bound to 127.0.0.1 only
-		{"10.1.2.3:9999", true},    // the host's own LAN address
-		{"10.1.2.3:8080", true},    // the public listener on every address
-		{"127.0.0.5:8080", true},   // loopback reaches a wildcard listener
-		{"[::1]:8080", true},       // so does ::1
-		{"10.1.2.4:8080", false},   // a neighbour
+		{"127.0.0.1:8082", true},  // the admin listener
+		{"0.0.0.0:8082", true},    // 0.0.0.0 connects to the host
+		{"127.0.0.1:9999", false}, // a local receiver: policy decides
+		{"127.0.0.2:8082", false}, // admin bound to 127.0.0.1 only
+		{"10.1.2.3:9999", true},   // the host's own LAN address
+		{"10.1.2.3:8080", true},   // the public listener on every address
+		{"127.0.0.5:8080", true},  // loopback reaches a wildcard listener
+		{"[::1]:8080", true},      // so does ::1
+		{"10.1.2.4:8080", false},  // a neighbour
 		{"93.184.215.14:443", false},
 	} {
 		if got := g.refuses(netip.MustParseAddrPort(tc.ap)) != ""; got != tc.refused {
