@@ -24,7 +24,7 @@ var serveDefaults = map[string]string{
 	"callback-allow-cidr": `""`, "callback-ca-file": `""`,
 	"max-inflight": "10000", "max-backlog": "0", "shutdown-grace": "10s",
 	"retention": "168h0m0s", "min-free-disk": "256 MiB",
-	"log-level": "info", "log-format": "json",
+	"log-level": "info", "log-format": "json", "admin-token-file": `""`,
 }
 
 // The help lists every flag of serve with the default the design gives it

@@ -39,6 +39,7 @@ type serveFlags struct {
 	shutdownGrace, retention            time.Duration
 	minFreeDisk                         byteSize
 	logLevel, logFormat                 string
+	adminTokenFile                      string
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -67,6 +68,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.retention, "retention", 168*time.Hour, "how long delivered and failed records are kept")
 	f.minFreeDisk = 256 << 20
 	fs.Var(&f.minFreeDisk, "min-free-disk", "free space under which accepts get 503")
+	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "file holding the admin API's bearer token (or set CHARGEAUTH_ADMIN_TOKEN); required when --admin-listen is not loopback")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or text")
 }
@@ -140,12 +142,22 @@ func serve(args []string, stderr io.Writer) error {
 		return &wrappedUsage{err}
 	}
 	cidrs, _ := parseCIDRs(f.callbackAllowCIDR) // checked above
+	adminToken, err := readAdminToken(f.adminTokenFile, os.Getenv(adminTokenEnv))
+	if err != nil {
+		return &wrappedUsage{err}
+	}
+	if adminToken == "" {
+		if err := requireLoopback(f.adminListen); err != nil {
+			return &wrappedUsage{err}
+		}
+	}
 	log, _ := newLogger(stderr, f.logLevel, f.logFormat)
 	slog.SetDefault(log)
 	procs := api.ScaleGOMAXPROCS()
 	log.Debug("runtime", "gomaxprocs", procs, "cpus", runtime.NumCPU())
 
 	authzURL := f.authzURL
+	var ownAddrs []string // listeners of this process callbacks must not reach
 	if authzURL == "" {
 		a := acl.Sample()
 		if f.aclPath != "" {
@@ -169,6 +181,7 @@ func serve(args []string, stderr io.Writer) error {
 			defer reloadACL(srv, f.aclPath, f.aclReloadInterval)()
 		}
 		authzURL = "http://" + ln.Addr().String()
+		ownAddrs = append(ownAddrs, ln.Addr().String())
 	}
 	if f.aclPath == "" {
 		signal.Ignore(syscall.SIGHUP) // nothing to reload; do not die of it
@@ -200,6 +213,8 @@ func serve(args []string, stderr io.Writer) error {
 		ShutdownGrace:           f.shutdownGrace,
 		Retention:               f.retention,
 		MinFreeDisk:             uint64(f.minFreeDisk),
+		AdminToken:              adminToken,
+		OwnAddrs:                ownAddrs,
 		Logger:                  log,
 	})
 	if errors.Is(err, api.ErrListen) {
@@ -217,6 +232,70 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	return svc.Close()
+}
+
+// adminTokenEnv holds the admin token itself (not a file name). It is
+// read directly, not through a flag, so that the token never appears on a
+// command line.
+const adminTokenEnv = "CHARGEAUTH_ADMIN_TOKEN"
+
+// readAdminToken returns the admin token from the --admin-token-file file
+// (trailing newline trimmed) or from CHARGEAUTH_ADMIN_TOKEN; "" when
+// neither is set. Setting both, or an empty file, is a usage error. The
+// token is never part of an error message.
+func readAdminToken(file, env string) (string, error) {
+	if file == "" {
+		return strings.TrimSpace(env), nil
+	}
+	if env != "" {
+		return "", fmt.Errorf("--admin-token-file and %s are both set: set one", adminTokenEnv)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--admin-token-file: %v", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("--admin-token-file %s: the file is empty", file)
+	}
+	return tok, nil
+}
+
+// requireLoopback refuses an admin address that is not loopback: the
+// admin API is open when no token is configured.
+func requireLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--admin-listen %q: %v", addr, err)
+	}
+	why := ""
+	if host == "" {
+		why = "it listens on every interface"
+	} else if ip, err := netip.ParseAddr(host); err == nil {
+		if !ip.IsLoopback() {
+			why = fmt.Sprintf("%s is not a loopback address", ip)
+			if ip.IsUnspecified() {
+				why = fmt.Sprintf("%s listens on every interface", ip)
+			}
+		}
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		if err != nil {
+			return fmt.Errorf("--admin-listen %q: %v", addr, err)
+		}
+		for _, ip := range ips {
+			if !ip.Unmap().IsLoopback() {
+				why = fmt.Sprintf("%s resolves to %s, not a loopback address", host, ip)
+				break
+			}
+		}
+	}
+	if why == "" {
+		return nil
+	}
+	return fmt.Errorf("--admin-listen %s: %s, and no admin token is set: the admin API (sessions, redeliver) would be open to anyone who reaches it; set --admin-token-file or %s, or listen on loopback (127.0.0.1)", addr, why, adminTokenEnv)
 }
 
 // newLogger builds the JSON (or text) slog logger.

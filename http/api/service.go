@@ -16,6 +16,7 @@ import (
 
 	"github.com/chargeauth/chargeauth/actors"
 	"github.com/chargeauth/chargeauth/http/authz"
+	"github.com/chargeauth/chargeauth/http/internal/fastlog"
 	"github.com/chargeauth/chargeauth/http/webhook"
 	"github.com/chargeauth/chargeauth/persistence"
 	"github.com/chargeauth/chargeauth/session"
@@ -74,6 +75,14 @@ type Config struct {
 	// MinFreeDisk: below this many free bytes, accepts get 503.
 	// Default: 256 MiB.
 	MinFreeDisk uint64
+	// AdminToken, when set, is the bearer token every admin route but
+	// /healthz, /readyz and /metrics requires. Default: "" (open; the
+	// serve command refuses a non-loopback admin address without one).
+	AdminToken string
+	// OwnAddrs are other listeners of this process (the embedded
+	// authorization service) that callbacks must never reach, like the
+	// public and admin listeners. Default: none.
+	OwnAddrs []string
 	// Logger. Default: slog.Default().
 	Logger *slog.Logger
 
@@ -189,9 +198,10 @@ func (s *Service) start() error {
 	s.metrics = newMetrics(s.engine.Load, s.store)
 
 	s.adminSrv = &fasthttp.Server{
-		Handler: newAdmin(s, s.metrics).handle, Name: "chargeauth-admin",
+		Handler: guardAdmin(cfg.AdminToken, newAdmin(s, s.metrics).handle), Name: "chargeauth-admin",
 		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute,
-		Logger: slogPrintf{s.log},
+		ReadBufferSize: MaxHeaderSize, ErrorHandler: s.framingError,
+		SecureErrorLogMessage: true, Logger: slogPrintf(s.log),
 	}
 	go func() { s.serveErr <- s.adminSrv.Serve(s.adminLn) }()
 	s.log.Info("admin listener", "addr", s.adminLn.Addr().String())
@@ -200,8 +210,9 @@ func (s *Service) start() error {
 	if err != nil {
 		return err
 	}
+	own := append([]string{s.publicLn.Addr().String(), s.adminLn.Addr().String()}, cfg.OwnAddrs...)
 	sender, err := webhook.New(webhook.Config{
-		Secrets: cfg.CallbackSecrets, AllowPrivate: cfg.AllowPrivateCallbacks,
+		Secrets: cfg.CallbackSecrets, AllowPrivate: cfg.AllowPrivateCallbacks, OwnListeners: own,
 		AllowCIDRs: cfg.CallbackAllowCIDRs, CAFile: cfg.CallbackCAFile,
 		MaxConnsPerHost: cfg.CallbackHostConcurrency, Timeout: cfg.CallbackTimeout, Logger: cfg.Logger,
 	})
@@ -235,21 +246,22 @@ func (s *Service) start() error {
 
 	f := &front{engine: engine, store: s.store, metrics: s.metrics, now: cfg.now}
 	s.public = &fasthttp.Server{
-		Handler:            f.handle,
-		Name:               "chargeauth",
-		MaxRequestBodySize: MaxBodySize,
-		ReadTimeout:        10 * time.Second,
-		WriteTimeout:       10 * time.Second,
-		IdleTimeout:        2 * time.Minute,
-		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
-			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
-				s.metrics.outcome("too_large")
-				writeFailed(ctx, failTooLarge, nil)
+		Handler: func(ctx *fasthttp.RequestCtx) {
+			if rejectAmbiguousFraming(ctx) {
+				s.metrics.outcome("invalid")
 				return
 			}
-			writeFailed(ctx, failInvalid, []session.FieldError{{Field: "body", Message: "malformed HTTP request"}})
+			f.handle(ctx)
 		},
-		Logger: slogPrintf{s.log},
+		Name:                  "chargeauth",
+		MaxRequestBodySize:    MaxBodySize,
+		ReadBufferSize:        MaxHeaderSize,
+		ReadTimeout:           10 * time.Second,
+		WriteTimeout:          10 * time.Second,
+		IdleTimeout:           2 * time.Minute,
+		ErrorHandler:          s.publicFramingError,
+		SecureErrorLogMessage: true,
+		Logger:                slogPrintf(s.log),
 	}
 	go s.retain()
 	go func() { s.serveErr <- s.public.Serve(s.publicLn) }()
@@ -348,9 +360,46 @@ func deadlineOf(ctx context.Context) time.Time {
 	return d
 }
 
-// slogPrintf routes fasthttp's Printf logger to slog.
-type slogPrintf struct{ log *slog.Logger }
+// MaxHeaderSize bounds a request's line and headers (fasthttp's read
+// buffer); larger headers get 431.
+const MaxHeaderSize = 8 << 10
 
-func (l slogPrintf) Printf(format string, args ...any) {
-	l.log.Warn(fmt.Sprintf(format, args...), "component", "fasthttp")
+// framingError answers a request fasthttp could not read, on the public and
+// admin listeners, in the failed shape: 431 for headers over MaxHeaderSize,
+// 413 for a body over MaxBodySize, 400 for anything else (bad request line,
+// header, Content-Length or chunking, a body cut short). It never puts the
+// request's bytes in the answer or the log.
+// The public listener's answers count in chargeauth_requests_total (431
+// and malformed framing as "invalid").
+func (s *Service) framingError(ctx *fasthttp.RequestCtx, err error) {
+	writeFraming(ctx, err)
+}
+
+func (s *Service) publicFramingError(ctx *fasthttp.RequestCtx, err error) {
+	if writeFraming(ctx, err) == failTooLarge {
+		s.metrics.outcome("too_large")
+	} else {
+		s.metrics.outcome("invalid")
+	}
+}
+
+func writeFraming(ctx *fasthttp.RequestCtx, err error) failure {
+	var small *fasthttp.ErrSmallBuffer
+	switch {
+	case errors.As(err, &small):
+		writeFailed(ctx, failHeadersTooLarge, nil)
+		return failHeadersTooLarge
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		writeFailed(ctx, failTooLarge, nil)
+		return failTooLarge
+	default:
+		writeFailed(ctx, failInvalid, []session.FieldError{{Field: "request", Message: "malformed HTTP request"}})
+		return failInvalid
+	}
+}
+
+// slogPrintf routes fasthttp's Printf logger to slog, without the request
+// bytes fasthttp quotes in its errors (see package fastlog).
+func slogPrintf(log *slog.Logger) fastlog.Logger {
+	return fastlog.Logger{Log: log, Attrs: []any{"component", "fasthttp"}}
 }

@@ -92,6 +92,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 			MaxConns:            cfg.MaxConns,
 			MaxConnWaitTimeout:  maxConnWaitTimeout,
 			MaxResponseBodySize: maxResponseBodySize,
+			// Errors never quote the request or the answer (tokens).
+			SecureErrorLogMessage: true,
 			// Authorize retries itself, only before the deadline: a retry
 			// here would not know it.
 			MaxIdemponentCallAttempts: 1,

@@ -15,6 +15,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/chargeauth/chargeauth/acl"
+	"github.com/chargeauth/chargeauth/http/internal/fastlog"
 	"github.com/chargeauth/chargeauth/session"
 )
 
@@ -79,7 +80,10 @@ func NewServer(cfg Config) *Server {
 		IdleTimeout:           idleTimeout,
 		MaxRequestBodySize:    maxRequestBodySize,
 		NoDefaultServerHeader: true,
-		Logger:                fasthttpLogger{cfg.Logger},
+		// fasthttp's own messages never quote a request (tokens), and go
+		// to slog.
+		SecureErrorLogMessage: true,
+		Logger:                fastlog.Logger{Log: cfg.Logger, Attrs: []any{"component", "fasthttp"}},
 	}
 	return s
 }
@@ -230,12 +234,4 @@ func writeError(ctx *fasthttp.RequestCtx, code int, allow, msg string) {
 	ctx.SetStatusCode(code)
 	ctx.SetContentType("application/json")
 	ctx.SetBody(body)
-}
-
-// fasthttpLogger sends fasthttp's own messages (accept errors and the like)
-// to slog.
-type fasthttpLogger struct{ l *slog.Logger }
-
-func (f fasthttpLogger) Printf(format string, args ...any) {
-	f.l.Warn("authz: fasthttp: " + fmt.Sprintf(format, args...))
 }

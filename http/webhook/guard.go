@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -98,17 +99,23 @@ func (s *Sender) dial(addr string, timeout time.Duration) (net.Conn, error) {
 		return nil, err
 	}
 	allowed := make([]netip.Addr, 0, len(ips))
-	for _, ip := range ips {
-		if ip.Is4() && s.permitted(ip) {
-			allowed = append(allowed, ip)
-		}
-	}
-	for _, ip := range ips {
-		if !ip.Is4() && s.permitted(ip) {
+	var selfWhy string
+	for _, want4 := range []bool{true, false} {
+		for _, ip := range ips {
+			if ip.Is4() != want4 || !s.permitted(ip) {
+				continue
+			}
+			if why := s.self.refuses(netip.AddrPortFrom(ip, uint16(port))); why != "" {
+				selfWhy = why
+				continue
+			}
 			allowed = append(allowed, ip)
 		}
 	}
 	if len(allowed) == 0 {
+		if selfWhy != "" {
+			return nil, fmt.Errorf("%w: %s: %s", ErrForbiddenDestination, addr, selfWhy)
+		}
 		if len(ips) == 1 && ips[0].String() == host {
 			return nil, fmt.Errorf("%w: %s is loopback, private, link-local or reserved", ErrForbiddenDestination, host)
 		}
@@ -187,6 +194,9 @@ func (s *Sender) control(_, address string, _ syscall.RawConn) error {
 	if !s.permitted(ap.Addr()) {
 		return fmt.Errorf("%w: %s", ErrForbiddenDestination, ap.Addr())
 	}
+	if why := s.self.refuses(ap); why != "" {
+		return fmt.Errorf("%w: %s: %s", ErrForbiddenDestination, ap, why)
+	}
 	if s.cfg.connecting != nil {
 		s.cfg.connecting(ap)
 	}
@@ -209,4 +219,141 @@ func minTime(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// selfGuard keeps callbacks away from the host itself, whatever
+// AllowPrivate and AllowCIDRs allow:
+//
+//   - every non-loopback address of the host's interfaces (its LAN or
+//     public address) is refused: through it a callback reaches whatever
+//     listens on the host, the admin API included. Loopback (127.0.0.0/8,
+//     ::1) stays under the ordinary policy (refused unless AllowPrivate or
+//     an AllowCIDRs range), so that a local receiver works in development.
+//   - the service's own listeners are refused on every address that
+//     reaches them: the bound address itself, and for a listener bound to
+//     0.0.0.0 or :: every address of the host (loopback and the
+//     unspecified address included) with that port.
+//
+// The interface addresses are read at start, again every refreshEvery, and
+// on a miss at most once per refreshOnMiss (so an address the host gained
+// is known within a second of a callback naming it).
+type selfGuard struct {
+	listeners  []netip.AddrPort
+	interfaces func() ([]netip.Addr, error)
+
+	mu struct {
+		sync.Mutex
+		addrs    map[netip.Addr]struct{}
+		readAt   time.Time
+		missedAt time.Time
+	}
+}
+
+const (
+	refreshEvery  = 30 * time.Second
+	refreshOnMiss = time.Second
+)
+
+// newSelfGuard parses the listeners (host:port as bound; an empty host is
+// the unspecified address). interfaces lists the host's addresses; nil:
+// net.InterfaceAddrs.
+func newSelfGuard(listeners []string, interfaces func() ([]netip.Addr, error)) (*selfGuard, error) {
+	g := &selfGuard{interfaces: interfaces}
+	if g.interfaces == nil {
+		g.interfaces = hostAddrs
+	}
+	for _, l := range listeners {
+		host, portStr, err := net.SplitHostPort(l)
+		if err != nil {
+			return nil, fmt.Errorf("webhook: own listener %q: %w", l, err)
+		}
+		port, err := strconv.ParseUint(portStr, 10, 16)
+		if err != nil {
+			return nil, fmt.Errorf("webhook: own listener %q: bad port", l)
+		}
+		ip := netip.IPv4Unspecified()
+		if host != "" {
+			if ip, err = netip.ParseAddr(host); err != nil {
+				return nil, fmt.Errorf("webhook: own listener %q: not an IP address", l)
+			}
+		}
+		g.listeners = append(g.listeners, netip.AddrPortFrom(ip.WithZone("").Unmap(), uint16(port)))
+	}
+	g.mu.Lock()
+	g.refreshLocked(time.Now())
+	g.mu.Unlock()
+	return g, nil
+}
+
+// hostAddrs lists the addresses of the host's interfaces.
+func hostAddrs() ([]netip.Addr, error) {
+	as, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]netip.Addr, 0, len(as))
+	for _, a := range as {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			out = append(out, p.Addr().WithZone("").Unmap())
+		}
+	}
+	return out, nil
+}
+
+// refreshLocked reads the interface addresses again. On an error it keeps
+// the ones it had.
+func (g *selfGuard) refreshLocked(now time.Time) {
+	g.mu.readAt = now
+	addrs, err := g.interfaces()
+	if err != nil {
+		return
+	}
+	m := make(map[netip.Addr]struct{}, len(addrs))
+	for _, a := range addrs {
+		m[a.WithZone("").Unmap()] = struct{}{}
+	}
+	g.mu.addrs = m
+}
+
+// isHost reports whether ip is one of the host's interface addresses.
+func (g *selfGuard) isHost(ip netip.Addr) bool {
+	now := time.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if now.Sub(g.mu.readAt) >= refreshEvery {
+		g.refreshLocked(now)
+	}
+	if _, ok := g.mu.addrs[ip]; ok {
+		return true
+	}
+	if now.Sub(g.mu.missedAt) < refreshOnMiss {
+		return false
+	}
+	g.mu.missedAt = now
+	g.refreshLocked(now)
+	_, ok := g.mu.addrs[ip]
+	return ok
+}
+
+// refuses says why ap is the host itself ("" when it is not).
+func (g *selfGuard) refuses(ap netip.AddrPort) string {
+	if g == nil {
+		return ""
+	}
+	ip := ap.Addr().WithZone("").Unmap()
+	// Linux connects 0.0.0.0 and :: to the host itself; all of 127/8 is
+	// the host's loopback.
+	local := ip.IsLoopback() || ip.IsUnspecified()
+	for _, l := range g.listeners {
+		if l.Port() != ap.Port() {
+			continue
+		}
+		if l.Addr() == ip || ip.IsUnspecified() || (l.Addr().IsUnspecified() && (local || g.isHost(ip))) {
+			return "this service's own listener"
+		}
+	}
+	if !ip.IsLoopback() && !ip.IsUnspecified() && g.isHost(ip) {
+		return "an address of this host"
+	}
+	return ""
 }

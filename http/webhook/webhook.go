@@ -41,6 +41,15 @@ type Config struct {
 	// Default: none.
 	AllowCIDRs []netip.Prefix
 
+	// OwnListeners are this service's listen addresses (host:port, as
+	// bound: public, admin, embedded authorization service). A callback
+	// to one of them is always refused, whatever AllowPrivate and
+	// AllowCIDRs allow; one bound to an unspecified address (0.0.0.0, ::)
+	// is reached through every address of the host. See guard.go.
+	//
+	// Default: none.
+	OwnListeners []string
+
 	// CAFile is a PEM file of extra root certificates trusted for HTTPS
 	// callbacks, beside the system roots.
 	//
@@ -124,6 +133,7 @@ type Sender struct {
 	secrets [][]byte
 	client  *fasthttp.Client
 	log     *slog.Logger
+	self    *selfGuard // the host's own addresses and listeners (guard.go)
 }
 
 // New validates cfg and returns a Sender.
@@ -133,6 +143,11 @@ func New(cfg Config) (*Sender, error) {
 	}
 	cfg.setDefaults()
 	s := &Sender{cfg: cfg, log: cfg.Logger}
+	self, err := newSelfGuard(cfg.OwnListeners, nil)
+	if err != nil {
+		return nil, err
+	}
+	s.self = self
 	for _, sec := range cfg.Secrets {
 		key, _ := ParseSecret(sec) // validated above
 		s.secrets = append(s.secrets, key)
@@ -160,6 +175,11 @@ func New(cfg Config) (*Sender, error) {
 		MaxConnWaitTimeout:  cfg.Timeout,
 		MaxResponseBodySize: maxResponseBody,
 		RetryIfErr:          retryNothingWritten,
+		// Errors never quote the receiver's answer (it may echo the token).
+		ConfigureClient: func(hc *fasthttp.HostClient) error {
+			hc.SecureErrorLogMessage = true
+			return nil
+		},
 	}
 	// Each resend skips one kept-alive connection the receiver closed;
 	// there are at most MaxConnsPerHost of them, then a fresh one.
