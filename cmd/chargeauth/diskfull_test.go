@@ -127,6 +127,17 @@ func TestDiskFullBinary(t *testing.T) {
 	filler := fill(t, mnt)
 	hold.Store(false) // the decisions now meet the full disk
 	faultAt := time.Now()
+	// The free-space reading is cached for 100 ms: a POST in that while
+	// is still written (and truly durable, so its 202 is no lie). Wait
+	// for the node to say it is out.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if code, _, _ := get(admin + "/readyz"); code == 503 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz still 200 5s after the disk filled")
+		}
+	}
 	for i := range 20 {
 		code, _, h, took := post()
 		if code != 503 || h.Get("Retry-After") == "" || took > 100*time.Millisecond {
