@@ -256,7 +256,7 @@ func (c *callbackSender) refill(ctx actor.Context) {
 			err = c.e.cfg.Store.SyncWAL()
 		}
 		if err != nil {
-			if !errors.Is(err, persistence.ErrClosing) {
+			if !errors.Is(err, persistence.ErrClosing) && !errors.Is(err, persistence.ErrUnavailable) {
 				c.log.Error("reading waiting callbacks from the store", "err", err)
 			}
 			return
@@ -424,6 +424,12 @@ func (c *callbackSender) attempt(rec session.Record) *CallbackAttempted {
 	if cur.State != session.StateDecided || cur.NextAttemptAt.After(cfg.now()) {
 		return &CallbackAttempted{Record: cur} // done: nothing to send now
 	}
+	// Its outcome could not be stored: do not send (a callback whose
+	// attempt is not recorded would be sent again and again). The record
+	// stays as it is; the rescan after the store recovers takes it back.
+	if err := cfg.Store.Writable(); err != nil {
+		return &CallbackAttempted{Record: cur, Err: err}
+	}
 	rec = cur
 	start := cfg.now()
 	res := cfg.Deliver(start.Add(cfg.CallbackTimeout), rec.ID, rec.Request, rec.Status)
@@ -483,7 +489,7 @@ func (c *callbackSender) done(ctx actor.Context, msg *CallbackAttempted) {
 		// start (its stored time may be older than the copy here); if the
 		// store is broken, the rescan after it recovers does it again, and
 		// after a close the next start does.
-		if !errors.Is(msg.Err, persistence.ErrClosing) {
+		if !errors.Is(msg.Err, persistence.ErrClosing) && !errors.Is(msg.Err, persistence.ErrUnavailable) {
 			c.log.Error("store callback attempt", "request_id", msg.Record.ID, "err", msg.Err)
 		}
 		c.disown(msg.Record.ID, false)

@@ -122,7 +122,9 @@ func (r *requestActor) decide(ctx actor.Context, status session.Status, reason s
 	case err != nil:
 		// Still pending in the store: the next start (or the rescan after
 		// the store recovers) decides it.
-		r.logger().Error("persist decision", "err", err)
+		if !errors.Is(err, persistence.ErrUnavailable) { // the store logs its fault, once a second
+			r.logger().Error("persist decision", "err", err)
+		}
 		return
 	}
 	if r.e.log.Enabled(context.Background(), slog.LevelDebug) {

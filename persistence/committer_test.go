@@ -234,7 +234,7 @@ func TestCommitterGroupsConcurrentAccepts(t *testing.T) {
 func TestCommitterFailedGroupFailsEveryWaiter(t *testing.T) {
 	const accepts, syncs, decides = 24, 6, 6
 	disk := &walDisk{}
-	cfg := Config{Dir: "db", FS: errorfs.Wrap(vfs.NewMem(), disk), Logger: quietLogger(), recoverEvery: 5 * time.Millisecond}
+	cfg := Config{Dir: "db", FS: errorfs.Wrap(vfs.NewMem(), disk), Logger: quietLogger(), recoverMin: 5 * time.Millisecond}
 	s := openBounded(t, cfg)
 	recovered := new(atomic.Int32)
 	s.OnRecover(func() { recovered.Add(1) })
@@ -406,7 +406,7 @@ func TestCommitterSyncAlone(t *testing.T) {
 // for a Pebble that a reopen replaced.
 func TestCommitterBatchFollowsReopen(t *testing.T) {
 	disk := &walDisk{}
-	cfg := Config{Dir: "db", FS: errorfs.Wrap(vfs.NewMem(), disk), Logger: quietLogger(), recoverEvery: 5 * time.Millisecond}
+	cfg := Config{Dir: "db", FS: errorfs.Wrap(vfs.NewMem(), disk), Logger: quietLogger(), recoverMin: 5 * time.Millisecond}
 	s := openBounded(t, cfg)
 	recovered := new(atomic.Int32)
 	s.OnRecover(func() { recovered.Add(1) })

@@ -47,7 +47,11 @@
 //
 // Store.mu.RWMutex guards the closed flag and the life of the Pebble handle:
 // every method that touches Pebble holds the read lock for as long as it does,
-// and Close takes the write lock. The per-id stripes (Store.mu.ids) are taken
+// and Close takes the write lock. After a failed write (recover.go) the store
+// is broken: writes are refused before the lock, reads go on (from a
+// read-only open while the failed Pebble is retired), and the recovery takes
+// the write lock only with TryLock, for a swap of handles, never across a
+// probe, a sleep or an open, so that no reader ever queues behind it. The per-id stripes (Store.mu.ids) are taken
 // after the read lock, never before. No method takes the read lock twice, and
 // Scan calls its callback with no lock held, so a callback may call back into
 // the store.

@@ -253,6 +253,9 @@ func (s *Store) dropStaleDueRLocked(e staleDue) error {
 	m := s.stripeFor(e.id)
 	m.Lock()
 	defer m.Unlock()
+	if s.brokenErr() != nil {
+		return nil // no writes now: a later scan drops it
+	}
 	rec, err := s.getRLocked(s.db, e.id)
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -364,8 +367,9 @@ func (s *Store) Metrics() (*pebble.Metrics, error) {
 // committed batch to readers before its fsync ends, so a record read (by
 // Get or Scan) may not be on disk yet. One synced, empty WAL write covers
 // everything written before it.
-func (s *Store) SyncWAL() error {
-	if err := s.rlock(); err != nil {
+func (s *Store) SyncWAL() (err error) {
+	defer func() { s.countFailure(err) }()
+	if err := s.wlock(); err != nil {
 		return err
 	}
 	defer s.mu.RUnlock()

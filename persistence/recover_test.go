@@ -30,7 +30,7 @@ func openFaulty(t *testing.T) (*Store, *errorfs.Toggle, *atomic.Int32) {
 	fault := writeFault()
 	cfg := memConfig()
 	cfg.FS = errorfs.Wrap(vfs.NewMem(), fault)
-	cfg.recoverEvery = 5 * time.Millisecond
+	cfg.recoverMin, cfg.recoverMax = 5*time.Millisecond, 20*time.Millisecond
 	s := mustOpen(t, cfg)
 	recovered := new(atomic.Int32)
 	s.OnRecover(func() { recovered.Add(1) })

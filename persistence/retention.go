@@ -20,7 +20,8 @@ import (
 // first record accepted at or after before, since none after it can have
 // finished earlier. Each deletion re-reads its record under the id's stripe
 // lock, so a record redelivered meanwhile is kept.
-func (s *Store) Expire(before time.Time, limit int) (int, error) {
+func (s *Store) Expire(before time.Time, limit int) (_ int, err error) {
+	defer func() { s.countFailure(err) }()
 	if limit <= 0 {
 		limit = 1000
 	}
@@ -46,7 +47,7 @@ func (s *Store) Expire(before time.Time, limit int) (int, error) {
 		return 0, nil
 	}
 
-	if err := s.rlock(); err != nil {
+	if err := s.wlock(); err != nil {
 		return 0, err
 	}
 	defer s.mu.RUnlock()

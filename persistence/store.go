@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,10 +25,13 @@ var (
 	ErrNotFound = errors.New("persistence: not found")
 	// ErrWrongState: the record is not in the state the transition needs.
 	ErrWrongState = errors.New("persistence: wrong state")
-	// ErrUnavailable: a write to the disk failed; Pebble's commit pipeline
-	// cannot continue, so the store reopens Pebble in the background. Until
-	// it has, every call returns ErrUnavailable and nothing is written. What
-	// a failed commit held is not durable (and not visible after reopen).
+	// ErrUnavailable: a write to the disk failed (or Pebble reported a
+	// failed flush or compaction); Pebble's commit pipeline cannot continue,
+	// so the store reopens Pebble in the background. Until it has, every
+	// write returns ErrUnavailable (wrapping ErrDiskFull too when the disk
+	// is full) at once and nothing is written; reads go on, from a
+	// read-only open of the same directory. What a failed commit held is
+	// not durable (and not visible after reopen).
 	ErrUnavailable = errors.New("persistence: unavailable")
 )
 
@@ -69,11 +73,32 @@ type Config struct {
 	// Default: time.Now.
 	now func() time.Time
 
-	// recoverEvery is the pause between attempts to reopen Pebble after a
-	// failed write. Test-only.
+	// recoverMin and recoverMax bound the pause between attempts to
+	// reopen Pebble after a failed write: it starts at recoverMin and
+	// doubles up to recoverMax. Test-only.
 	//
-	// Default: 500ms.
-	recoverEvery time.Duration
+	// Default: 100ms and 3s (so that writes resume within about 3s of the
+	// fault clearing, plus the reopen).
+	recoverMin, recoverMax time.Duration
+
+	// stuckAfter is how long the recovery waits for a write stuck inside
+	// the failed Pebble, or for its Close, before it gives up and exits
+	// the process (a restart recovers). Test-only.
+	//
+	// Default: 30s.
+	stuckAfter time.Duration
+
+	// exit ends the process when Pebble cannot go on (see fatal).
+	// Test-only.
+	//
+	// Default: os.Exit.
+	exit func(code int)
+
+	// logEvery is the shortest interval between two lines about one
+	// fault. Test-only.
+	//
+	// Default: 1s.
+	logEvery time.Duration
 
 	// diskCheckEvery is how long a disk-usage reading is reused. Test-only.
 	//
@@ -96,8 +121,20 @@ func (c *Config) setDefaults() {
 	if c.now == nil {
 		c.now = time.Now
 	}
-	if c.recoverEvery == 0 {
-		c.recoverEvery = 500 * time.Millisecond
+	if c.recoverMin == 0 {
+		c.recoverMin = 100 * time.Millisecond
+	}
+	if c.recoverMax == 0 {
+		c.recoverMax = 3 * time.Second
+	}
+	if c.stuckAfter == 0 {
+		c.stuckAfter = 30 * time.Second
+	}
+	if c.exit == nil {
+		c.exit = os.Exit
+	}
+	if c.logEvery == 0 {
+		c.logEvery = time.Second
 	}
 	if c.diskCheckEvery == 0 {
 		c.diskCheckEvery = defaultDiskCheckEvery
@@ -151,11 +188,28 @@ type Store struct {
 	log   *slog.Logger
 	opts  *pebble.Options
 	cache *pebble.Cache // opts.Cache: kept across reopens, released by Close
-	db    *pebble.DB    // nil while a reopen after a failed write is pending
+	db    *pebble.DB    // nil while a reopen after a failed write is pending; guarded by mu
 
-	// broken is set when a commit failed; rlock then returns ErrUnavailable
-	// until recoverLoop has reopened Pebble.
+	// broken is set when a write failed; writes then return the fault's
+	// error at once, until recoverLoop has reopened Pebble. fault says why.
 	broken atomic.Bool
+	fault  atomic.Pointer[fault]
+	// failures counts refused and failed writes, indexed like Causes.
+	failures [len(Causes)]atomic.Int64
+	// faults rate-limits the log lines about faults.
+	faults *faultLog
+
+	// closing is set when Close starts; stop is closed then, and Close
+	// waits for a running recoverLoop (recoverWG). lifeMu orders starting
+	// a recoverLoop against Close.
+	closing   atomic.Bool
+	stop      chan struct{}
+	stopOnce  sync.Once
+	lifeMu    sync.Mutex
+	recoverWG sync.WaitGroup
+	// stuckSince is when takeDB first failed to get the lock, in a row;
+	// only recoverLoop (one at a time) touches it.
+	stuckSince time.Time
 
 	failedMu      sync.Mutex
 	failedAccepts []string // see forgetOnRecover
@@ -166,6 +220,9 @@ type Store struct {
 		// write lock, so it waits for writes in flight.
 		sync.RWMutex
 		closed bool
+		// readOnlyDB: db is a read-only open that serves reads while
+		// the store recovers from a failed write.
+		readOnlyDB bool
 		// ids serialises read-check-write transitions on one id. Lock
 		// order: mu.RLock, then one ids stripe. Only Expire holds
 		// several, taken in ascending index order.
@@ -196,15 +253,17 @@ func Open(cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Store{cfg: cfg, log: cfg.Logger.With("component", "persistence")}
+	s := &Store{cfg: cfg, log: cfg.Logger.With("component", "persistence"), stop: make(chan struct{})}
 	s.committer.s = s
+	s.faults = newFaultLog(s.log, cfg.logEvery, time.Now)
+	plog := cfg.Logger.With("component", "pebble")
 
 	opts := &pebble.Options{
 		FS:                 cfg.FS,
 		ReadOnly:           cfg.ReadOnly,
 		FormatMajorVersion: pebble.FormatNewest,
-		Logger:             pebbleLogger{cfg.Logger.With("component", "pebble")},
-		EventListener:      eventListener(cfg.Logger.With("component", "pebble")),
+		Logger:             pebbleLogger{l: plog, faults: newFaultLog(plog, cfg.logEvery, time.Now), fatal: s.fatal},
+		EventListener:      s.eventListener(plog),
 		// A record is read back by each transition, mostly within seconds
 		// of being written: large memtables keep it there, where a read
 		// is a skiplist lookup, not an sstable block decode.
@@ -305,7 +364,11 @@ const dueRebuildChunk = 4096
 func applyAtOpen(db *pebble.DB, b *pebble.Batch, opts *pebble.WriteOptions) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			err = fmt.Errorf("%w: %s", ErrUnavailable, failedWrite(v))
+			why, cause := failedWrite(v)
+			err = fmt.Errorf("%w: %s", ErrUnavailable, why)
+			if cause != nil {
+				err = fmt.Errorf("%w: %s: %w", ErrUnavailable, why, cause)
+			}
 		}
 	}()
 	return db.Apply(b, opts)
@@ -314,29 +377,50 @@ func applyAtOpen(db *pebble.DB, b *pebble.Batch, opts *pebble.WriteOptions) (err
 // initCounts counts the state index. It runs once, in Open, before the store
 // is shared.
 func (s *Store) initCounts() error {
+	counts, err := countStates(s.db)
+	if err != nil {
+		return err
+	}
+	for i, n := range counts {
+		s.counts[i].Store(n)
+	}
+	return nil
+}
+
+// countStates counts the entries of each state's index in db.
+func countStates(db *pebble.DB) (counts [numStates]int64, err error) {
 	for i, st := range states {
 		lo := indexPrefix(nil, st)
-		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+		it, err := db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
 		if err != nil {
-			return fmt.Errorf("persistence: count %s: %w", st, err)
+			return counts, fmt.Errorf("persistence: count %s: %w", st, err)
 		}
 		var n int64
 		for valid := it.First(); valid; valid = it.Next() {
 			n++
 		}
 		if err := errors.Join(it.Error(), it.Close()); err != nil {
-			return fmt.Errorf("persistence: count %s: %w", st, err)
+			return counts, fmt.Errorf("persistence: count %s: %w", st, err)
 		}
-		s.counts[i].Store(n)
+		counts[i] = n
 	}
-	return nil
+	return counts, nil
 }
 
-// Close waits for reads and writes in flight, then closes Pebble. Later calls
-// to any method but Count return ErrClosing. Close is idempotent: a second
-// call returns nil.
+// Close stops a recovery in progress, waits for reads and writes in flight,
+// then closes Pebble. Later calls to any method but Count return
+// ErrClosing. Close is idempotent: a second call returns nil. If a write is
+// stuck inside a failed Pebble, Close gives up after a while and returns an
+// error (the next start recovers from the WAL).
 func (s *Store) Close() error {
-	s.mu.Lock()
+	s.lifeMu.Lock()
+	s.closing.Store(true)
+	s.lifeMu.Unlock()
+	s.stopOnce.Do(func() { close(s.stop) })
+	s.recoverWG.Wait()
+	if !s.lockWithin(s.cfg.stuckAfter) {
+		return errors.New("persistence: close: a write is stuck in Pebble after a failed write; the next start recovers from the WAL")
+	}
 	defer s.mu.Unlock()
 	if s.mu.closed {
 		return nil
@@ -346,25 +430,57 @@ func (s *Store) Close() error {
 	if s.db == nil {
 		return nil
 	}
-	if err := closeDB(s.db); err != nil {
+	db := s.db
+	s.db = nil
+	if err := s.closeWithin(db); err != nil {
 		return fmt.Errorf("persistence: close: %w", err)
 	}
 	return nil
 }
 
-// rlock takes the read lock and reports ErrClosing (releasing it) if Close
-// has been called. On nil, the caller must call s.mu.RUnlock.
+// rlock takes the read lock for a read and reports ErrClosing (releasing
+// it) if Close has been called, or ErrUnavailable while the recovery has
+// no Pebble open (between closing the failed one and opening the next).
+// Reads go on while the store is broken. On nil, the caller must call
+// s.mu.RUnlock.
 func (s *Store) rlock() error {
 	s.mu.RLock()
 	if s.mu.closed {
 		s.mu.RUnlock()
 		return ErrClosing
 	}
-	if s.broken.Load() {
+	if s.db == nil {
 		s.mu.RUnlock()
+		if err := s.brokenErr(); err != nil {
+			return err
+		}
 		return ErrUnavailable
 	}
 	return nil
+}
+
+// wlock is rlock for a write: it also refuses, at once and without
+// touching Pebble, while the store is broken or closing. (The writers
+// count their failures by cause, with countFailure.)
+func (s *Store) wlock() error {
+	if s.closing.Load() {
+		return ErrClosing
+	}
+	if err := s.brokenErr(); err != nil {
+		return err
+	}
+	return s.rlock()
+}
+
+// brokenErr is the fault's error while the store is broken, else nil.
+func (s *Store) brokenErr() error {
+	if !s.broken.Load() {
+		return nil
+	}
+	if f := s.fault.Load(); f != nil {
+		return f.error()
+	}
+	return ErrUnavailable
 }
 
 // stripeFor returns the transition lock of id.

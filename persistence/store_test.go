@@ -432,11 +432,15 @@ func TestScanCallbackMayCallStore(t *testing.T) {
 // TestFatalfPanics: Pebble's contract is that Logger.Fatalf does not return.
 func TestFatalfPanics(t *testing.T) {
 	defer func() {
-		if r := recover(); r != fatalPanic("pebble: boom 1") {
+		if r, ok := recover().(fatalPanic); !ok || r.msg != "pebble: boom 1" {
 			t.Fatalf("recovered %v, want the message", r)
 		}
 	}()
-	pebbleLogger{quietLogger()}.Fatalf("pebble: boom %d", 1)
+	exited := false
+	pebbleLogger{l: quietLogger(), fatal: func(string) { exited = true }}.Fatalf("pebble: boom %d", 1)
+	if exited {
+		t.Error("Fatalf called from the store's goroutine exited instead of panicking")
+	}
 	t.Fatal("Fatalf returned")
 }
 
@@ -536,10 +540,7 @@ func TestFailedAcceptLeavesNoDueEntry(t *testing.T) {
 		}
 	}
 	s.forgetOnRecover(bad)
-	s.mu.Lock()
-	err := s.deleteFailedAcceptsLocked()
-	s.mu.Unlock()
-	if err != nil {
+	if err := s.deleteFailedAccepts(s.db); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := dueKeys(t, s), []string{good + "@0s"}; fmt.Sprint(got) != fmt.Sprint(want) {

@@ -21,7 +21,8 @@ import (
 // It returns ErrClosing after Close and an error wrapping ErrDiskFull when
 // free space is below Config.MinFreeDisk, in both cases without touching
 // Pebble.
-func (s *Store) Accept(rec *session.Record) error {
+func (s *Store) Accept(rec *session.Record) (err error) {
+	defer func() { s.countFailure(err) }()
 	if rec == nil || rec.ID == "" {
 		return errors.New("persistence: accept: record without an id")
 	}
@@ -35,10 +36,13 @@ func (s *Store) Accept(rec *session.Record) error {
 	if err != nil {
 		return err
 	}
-	if err := s.rlock(); err != nil {
+	if err := s.wlock(); err != nil {
 		return err
 	}
 	defer s.mu.RUnlock()
+	if err := s.brokenErr(); err != nil {
+		return err // it broke while this Accept waited for the lock
+	}
 	if err := s.disk.check(); err != nil {
 		return err
 	}
@@ -192,8 +196,9 @@ func wrongState(r *session.Record, want session.State) error {
 // id's read-check-write. Otherwise the batch is durable with the next
 // synced write (within milliseconds under load), and a crash before that
 // loses it.
-func (s *Store) transition(op, id string, durable bool, apply func(*session.Record) error) (session.Record, error) {
-	if err := s.rlock(); err != nil {
+func (s *Store) transition(op, id string, durable bool, apply func(*session.Record) error) (_ session.Record, err error) {
+	defer func() { s.countFailure(err) }()
+	if err := s.wlock(); err != nil {
 		return session.Record{}, err
 	}
 	defer s.mu.RUnlock()

@@ -38,10 +38,15 @@ func (a *admin) handle(ctx *fasthttp.RequestCtx) {
 	case path == "/healthz":
 		writeJSON(ctx, fasthttp.StatusOK, map[string]string{"status": "ok"})
 	case path == "/readyz":
-		if a.ready.Load() {
-			writeJSON(ctx, fasthttp.StatusOK, map[string]string{"status": "ready"})
-		} else {
+		switch err := a.svc.store.Health(); {
+		case !a.ready.Load():
 			writeJSON(ctx, fasthttp.StatusServiceUnavailable, map[string]string{"status": "not ready"})
+		case err != nil:
+			// The store cannot write (a failed write, under
+			// --min-free-disk): take this node out of the load balancer.
+			writeJSON(ctx, fasthttp.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err.Error()})
+		default:
+			writeJSON(ctx, fasthttp.StatusOK, map[string]string{"status": "ready"})
 		}
 	case path == "/metrics":
 		a.metrics(ctx)

@@ -3,6 +3,8 @@ package api_test
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -91,6 +93,10 @@ func TestMinFreeDisk(t *testing.T) {
 	if n := svc.Store().Count(session.StatePending); n != 0 {
 		t.Errorf("%d stored under the floor", n)
 	}
+	admin := "http://" + svc.AdminAddr() + "/readyz"
+	if r := do(t, "GET", admin, "", nil); r.code != 503 || !strings.Contains(string(r.body), "floor") {
+		t.Errorf("/readyz under the floor: %d %s, want 503 with the reason", r.code, r.body)
+	}
 	fs.TestingSetDiskUsage(vfs.DiskUsage{AvailBytes: 10 << 30, TotalBytes: 20 << 30})
 	eventually(t, 5*time.Second, 20*time.Millisecond, func() error {
 		r := do(t, "POST", url, "application/json", sessionBody(station, tokAllowed, "https://example.com/cb"))
@@ -99,4 +105,76 @@ func TestMinFreeDisk(t *testing.T) {
 		}
 		return nil
 	})
+	if r := do(t, "GET", admin, "", nil); r.code != 200 {
+		t.Errorf("/readyz above the floor: %d %s", r.code, r.body)
+	}
+}
+
+// While the disk is full the service degrades without hanging or lying:
+// POST 503 with Retry-After within 100 ms, GET of a stored id and the
+// admin reads keep answering, /readyz says 503 with the cause, /metrics
+// counts the failures by cause; when the disk takes writes again, POSTs
+// are accepted within 5 s.
+func TestDiskFullDegrades(t *testing.T) {
+	var on atomic.Bool
+	fault := errorfs.InjectorFunc(func(op errorfs.Op) error {
+		switch op.Kind {
+		case errorfs.OpFileWrite, errorfs.OpFileWriteAt, errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo, errorfs.OpCreate:
+			if on.Load() {
+				return syscall.ENOSPC
+			}
+		}
+		return nil
+	})
+	authz := startFakeAuthz(t, 0)
+	svc := startService(t, api.Config{AuthzURL: authz.URL, FS: errorfs.Wrap(vfs.NewMem(), fault)})
+	url := "http://" + svc.Addr() + "/charge_point/session/"
+	admin := "http://" + svc.AdminAddr()
+	id := mustAccept(t, svc, tokAllowed, "https://example.com/cb")
+
+	on.Store(true)
+	for i := range 20 {
+		start := time.Now()
+		r := do(t, "POST", url, "application/json", sessionBody(station, tokAllowed, "https://example.com/cb"))
+		if took := time.Since(start); r.code != 503 || r.header["retry-after"] == "" || took > 100*time.Millisecond {
+			t.Fatalf("POST %d on a full disk: %d (Retry-After %q) after %s: %s", i, r.code, r.header["retry-after"], took, r.body)
+		}
+	}
+	eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
+		for _, u := range []string{url + id, admin + "/sessions/" + id} {
+			start := time.Now()
+			r := do(t, "GET", u, "", nil)
+			if took := time.Since(start); r.code != 200 || took > 100*time.Millisecond {
+				return fmt.Errorf("GET %s: %d after %s", u, r.code, took)
+			}
+		}
+		return nil
+	})
+	r := do(t, "GET", admin+"/readyz", "", nil)
+	if r.code != 503 || !strings.Contains(string(r.body), "disk full") {
+		t.Errorf("/readyz on a full disk: %d %s, want 503 with the reason", r.code, r.body)
+	}
+	if r := do(t, "GET", admin+"/healthz", "", nil); r.code != 200 {
+		t.Errorf("/healthz: %d", r.code)
+	}
+	m := do(t, "GET", admin+"/metrics", "", nil)
+	if !strings.Contains(string(m.body), `chargeauth_store_write_failures_total{cause="disk_full"}`) ||
+		strings.Contains(string(m.body), `chargeauth_store_write_failures_total{cause="disk_full"} 0`) {
+		t.Errorf("/metrics counts no disk_full failure")
+	}
+
+	on.Store(false)
+	start := time.Now()
+	eventually(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if r := do(t, "POST", url, "application/json", sessionBody(station, tokAllowed, "https://example.com/cb")); r.code != 202 {
+			return fmt.Errorf("still %d", r.code)
+		}
+		return nil
+	})
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("writes resumed %s after the disk did, want within 5s", took)
+	}
+	if r := do(t, "GET", admin+"/readyz", "", nil); r.code != 200 {
+		t.Errorf("/readyz after recovery: %d %s", r.code, r.body)
+	}
 }

@@ -118,10 +118,11 @@ var (
 	descDisk    = prometheus.NewDesc("chargeauth_pebble_disk_usage_bytes", "Disk space used by the Pebble store.", nil, nil)
 	descDebt    = prometheus.NewDesc("chargeauth_pebble_compaction_debt_bytes", "Pebble's estimated compaction debt.", nil, nil)
 	descFsync   = prometheus.NewDesc("chargeauth_pebble_wal_fsync_seconds", "Pebble WAL fsync latency.", nil, nil)
+	descFail    = prometheus.NewDesc("chargeauth_store_write_failures_total", "Store writes refused or failed, by cause (disk_full, io, read_only, closing).", []string{"cause"}, nil)
 )
 
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRecords, descDisk, descDebt, descFsync} {
+	for _, d := range []*prometheus.Desc{descRecords, descDisk, descDebt, descFsync, descFail} {
 		ch <- d
 	}
 }
@@ -129,6 +130,9 @@ func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range []session.State{session.StatePending, session.StateDecided, session.StateDelivered, session.StateFailed} {
 		ch <- prometheus.MustNewConstMetric(descRecords, prometheus.GaugeValue, float64(c.store.Count(s)), string(s))
+	}
+	for cause, n := range c.store.WriteFailures() {
+		ch <- prometheus.MustNewConstMetric(descFail, prometheus.CounterValue, float64(n), cause)
 	}
 	pm, err := c.store.Metrics()
 	if err != nil {
