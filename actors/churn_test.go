@@ -11,6 +11,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/chargeauth/chargeauth/schedule"
 	"github.com/chargeauth/chargeauth/session"
 )
 
@@ -31,7 +32,7 @@ func TestCallbacksUnderChurn(t *testing.T) {
 				return recv.deliver(d, id, r, s)
 			}
 			h := startOn(t, Config{Store: st, CallbackQueueLimit: limit, CallbackMaxAttempts: 100000, CallbackConcurrency: 4,
-				CallbackBackoff: time.Millisecond, CallbackMaxBackoff: 15 * time.Millisecond, CallbackMaxAge: time.Hour, Deliver: deliver},
+				CallbackSchedule: schedule.Doubling(time.Millisecond, 15*time.Millisecond), CallbackMaxAge: time.Hour, Deliver: deliver},
 				&fakeAuthz{}, &fakeReceiver{})
 			peak := samplePeak(t, h.engine.CallbacksPending)
 			ids := make([]string, n)
@@ -50,8 +51,8 @@ func TestCallbacksUnderChurn(t *testing.T) {
 				return nil
 			})
 			recv.checkDeliveredOnce(t, ids)
-			if p := peak.Load(); p > int64(2*limit) {
-				t.Errorf("the sender held %d callbacks at once, want at most %d", p, 2*limit)
+			if p := peak.Load(); p > int64(limit) {
+				t.Errorf("the sender held %d callbacks at once, want at most %d", p, limit)
 			}
 		})
 	}
@@ -62,7 +63,7 @@ func TestCallbacksUnderChurn(t *testing.T) {
 // nothing: the attempt follows the stored record, not the message's copy.
 func TestLateDeliverCallbackFollowsTheStore(t *testing.T) {
 	recv := &fakeReceiver{script: []DeliveryResult{{}, {StatusCode: 503, Err: errors.New("503"), Retryable: true}}}
-	h := startEngine(t, Config{CallbackBackoff: time.Hour, CallbackMaxBackoff: time.Hour}, &fakeAuthz{}, recv)
+	h := startEngine(t, Config{CallbackSchedule: schedule.Doubling(time.Hour, time.Hour)}, &fakeAuthz{}, recv)
 	late := func(rec session.Record) *DeliverCallback { // the copy the request actor sent
 		rec.State, rec.CallbackAttempts, rec.NextAttemptAt, rec.DeliveredAt = session.StateDecided, 0, rec.DecidedAt, time.Time{}
 		rec.Attempts, rec.LastError = nil, ""
@@ -88,11 +89,11 @@ func TestLateDeliverCallbackFollowsTheStore(t *testing.T) {
 	}
 }
 
-// A decision written behind the refill's cursor (decided at a time before
-// a record the cursor has passed: a request actor takes the time before
-// its write) and left in the store because the sender was full is still
-// delivered: its DeliverCallback moves the cursor back before it.
-func TestLeftDecisionBehindTheCursorIsDelivered(t *testing.T) {
+// A decision written with a time before records already read from the
+// store (a request actor takes the time before its write), and left in the
+// store because the sender was full, is still delivered. (With the old
+// cursor over the due index, it fell behind the cursor.)
+func TestLeftDecisionDecidedEarlierIsDelivered(t *testing.T) {
 	st := openStore(t, vfs.NewMem())
 	var (
 		mu      sync.Mutex
@@ -135,24 +136,24 @@ func TestLeftDecisionBehindTheCursorIsDelivered(t *testing.T) {
 	}
 
 	// a takes the one slot; b is left in the store, and read back once a
-	// ends: the cursor passes b.
+	// ends.
 	gateA, gateB := make(chan struct{}), make(chan struct{})
 	a := decide(0, now.Add(-time.Second), gateA)
 	inFlight(a.ID)
 	b := decide(1, now.Add(-time.Second), gateB)
 	close(gateA)
 	inFlight(b.ID)
-	// c was decided before b, and is written only now, behind the cursor,
-	// while b holds the slot.
+	// c was decided before b, and is written only now, while b holds the
+	// slot.
 	c := decide(2, now.Add(-2*time.Second), nil)
 	close(gateB)
 	h.waitState(c.ID, session.StateDelivered)
 }
 
-// The wall clock steps back (an NTP correction) after a refill's cursor has
-// passed an entry: a retry released to the store then lands behind the
-// cursor, and is still delivered.
-func TestReleasedRetryBehindTheCursorAfterClockStepsBack(t *testing.T) {
+// The wall clock steps back (an NTP correction) after a refill has read
+// past an entry: a retry planned then lands before what was read, and is
+// still delivered.
+func TestRetryAfterClockStepsBackIsDelivered(t *testing.T) {
 	st := openStore(t, vfs.NewMem())
 	var offset atomic.Int64
 	base := time.Now().UTC()
@@ -163,7 +164,7 @@ func TestReleasedRetryBehindTheCursorAfterClockStepsBack(t *testing.T) {
 		tries = map[string]int{}
 	)
 	cfg := Config{Store: st, CallbackQueueLimit: 1, CallbackConcurrency: 1,
-		CallbackBackoff: 10 * time.Millisecond, CallbackMaxBackoff: time.Minute, CallbackMaxAttempts: 10, CallbackMaxAge: time.Hour}
+		CallbackSchedule: schedule.Doubling(10*time.Millisecond, time.Minute), CallbackMaxAttempts: 10, CallbackMaxAge: time.Hour}
 	cfg.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 	cfg.Deliver = func(_ time.Time, id string, _ session.Request, _ session.Status) DeliveryResult {
 		mu.Lock()
@@ -171,9 +172,9 @@ func TestReleasedRetryBehindTheCursorAfterClockStepsBack(t *testing.T) {
 		n := tries[id]
 		mu.Unlock()
 		switch {
-		case id == p.ID: // holds the one waiting slot on a long timer
+		case id == p.ID: // waits long for its retry
 			return DeliveryResult{Err: errors.New("503"), Retryable: true, RetryAfter: 30 * time.Second}
-		case id == q.ID && n == 1: // released, once the clock stepped back
+		case id == q.ID && n == 1: // planned once the clock stepped back
 			offset.Store(int64(-time.Hour))
 			return DeliveryResult{Err: errors.New("503"), Retryable: true, RetryAfter: 300 * time.Millisecond}
 		}

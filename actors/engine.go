@@ -13,6 +13,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/chargeauth/chargeauth/persistence"
+	"github.com/chargeauth/chargeauth/schedule"
 	"github.com/chargeauth/chargeauth/session"
 )
 
@@ -56,7 +57,8 @@ type Config struct {
 	// flight at once. Default: 64.
 	AuthzConcurrency int
 	// AuthzRetryBackoff is the first delay before a failed call is retried
-	// (doubling, jittered, capped at AuthzBreakerCooldown). Default: 50ms.
+	// (doubling, jittered by up to 20%, capped at AuthzBreakerCooldown:
+	// schedule.Doubling). Default: 50ms.
 	AuthzRetryBackoff time.Duration
 	// AuthzBreakerFailures consecutive failed calls open the circuit
 	// breaker: calls then fail at once, without reaching the authorization
@@ -73,15 +75,18 @@ type Config struct {
 	// Accept returns ErrBacklogFull beyond it. Default: 0 (bounded by disk).
 	MaxBacklog int
 
-	// CallbackMaxAttempts counts every attempt, the first included.
-	// Default: 10.
+	// CallbackSchedule is the delays between callback attempts, the
+	// first (0) before the first attempt; each is jittered by up to 20%,
+	// and a receiver's Retry-After lengthens it (see package schedule).
+	// Default: schedule.Default (0s,5s,5m,30m,2h,5h,10h,14h,20h,24h).
+	CallbackSchedule schedule.Delays
+	// CallbackMaxAttempts caps the attempts, the first included: fewer
+	// than the schedule's entries cut it short, more repeat its last
+	// delay. Default: 0, the schedule's length.
 	CallbackMaxAttempts int
-	// CallbackBackoff is the delay before the first retry. Default: 1s.
-	CallbackBackoff time.Duration
-	// CallbackMaxBackoff caps the delay between attempts. Default: 10m.
-	CallbackMaxBackoff time.Duration
-	// CallbackMaxAge: no retry is planned later than this after the
-	// decision; the request is failed instead. Default: 24h.
+	// CallbackMaxAge: no attempt is planned later than this after the
+	// decision (or the last redelivery): the last one is at the max age,
+	// then the request is failed. Default: 72h.
 	CallbackMaxAge time.Duration
 	// CallbackTimeout bounds one attempt. Default: 10s.
 	CallbackTimeout time.Duration
@@ -92,10 +97,9 @@ type Config struct {
 	// Default: 64 (most fleets call back one host, their own backend:
 	// 16 capped them at 16 / the attempt's latency).
 	CallbackHostConcurrency int
-	// CallbackQueueLimit bounds the callbacks held in memory: at most this
-	// many due (queued or in flight) and as many more waiting for a retry,
-	// so 2×CallbackQueueLimit in all; the rest wait in the store and are
-	// read back when due. Default: 10000.
+	// CallbackQueueLimit bounds the callbacks held in memory (due, queued
+	// or in flight); the rest, and every callback waiting for a retry,
+	// wait in the store and are read back when due. Default: 10000.
 	CallbackQueueLimit int
 
 	// Observe receives the engine's measurements (metrics). Default: none.
@@ -139,17 +143,11 @@ func (c *Config) setDefaults() {
 	if c.MaxInflight == 0 {
 		c.MaxInflight = 10000
 	}
-	if c.CallbackMaxAttempts == 0 {
-		c.CallbackMaxAttempts = 10
-	}
-	if c.CallbackBackoff == 0 {
-		c.CallbackBackoff = time.Second
-	}
-	if c.CallbackMaxBackoff == 0 {
-		c.CallbackMaxBackoff = 10 * time.Minute
+	if c.CallbackSchedule == nil {
+		c.CallbackSchedule = schedule.Default
 	}
 	if c.CallbackMaxAge == 0 {
-		c.CallbackMaxAge = 24 * time.Hour
+		c.CallbackMaxAge = 72 * time.Hour
 	}
 	if c.CallbackTimeout == 0 {
 		c.CallbackTimeout = 10 * time.Second
@@ -191,12 +189,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("actors: max inflight %d: must be at least 1", c.MaxInflight)
 	case c.MaxBacklog < 0:
 		return fmt.Errorf("actors: max backlog %d: must not be negative", c.MaxBacklog)
-	case c.CallbackMaxAttempts < 1:
-		return fmt.Errorf("actors: callback max attempts %d: must be at least 1", c.CallbackMaxAttempts)
-	case c.CallbackBackoff < 0:
-		return fmt.Errorf("actors: callback backoff %v: must not be negative", c.CallbackBackoff)
-	case c.CallbackMaxBackoff < c.CallbackBackoff:
-		return fmt.Errorf("actors: callback max backoff %v: must be at least the backoff %v", c.CallbackMaxBackoff, c.CallbackBackoff)
+	case c.CallbackMaxAttempts < 0:
+		return fmt.Errorf("actors: callback max attempts %d: must not be negative", c.CallbackMaxAttempts)
 	case c.CallbackMaxAge < time.Millisecond:
 		return fmt.Errorf("actors: callback max age %v: must be at least 1ms", c.CallbackMaxAge)
 	case c.CallbackTimeout < time.Millisecond:
@@ -208,6 +202,9 @@ func (c *Config) Validate() error {
 	case c.CallbackQueueLimit < 1:
 		return fmt.Errorf("actors: callback queue limit %d: must be at least 1", c.CallbackQueueLimit)
 	}
+	if err := c.CallbackSchedule.Validate(); err != nil {
+		return fmt.Errorf("actors: callback %w", err)
+	}
 	return nil
 }
 
@@ -218,15 +215,19 @@ type Engine struct {
 	system *actor.ActorSystem
 
 	breaker *gobreaker.CircuitBreaker[authzResult]
+	// authzRetries are the delays between a request's calls to the
+	// authorization service, capped at the breaker's cooldown: once the
+	// service is back, waiting requests try again within about that long.
+	authzRetries schedule.Delays
 
 	supervisor *actor.PID
 	pool       *actor.PID
 	sender     *actor.PID
 
-	live       atomic.Int64 // live request actors
-	authzCalls atomic.Int64 // calls in flight to the authorization service
-	pendingCB  atomic.Int64 // callbacks queued, waiting to retry or in flight (held in memory)
-	releasedCB atomic.Int64 // retries released to the store to wait there (observability, tests)
+	live         atomic.Int64 // live request actors
+	authzCalls   atomic.Int64 // calls in flight to the authorization service
+	pendingCB    atomic.Int64 // callbacks queued or in flight (held in memory)
+	idleAttempts atomic.Int64 // attempts that found nothing to send (a late DeliverCallback): tests
 
 	callbacksBusy atomic.Int64 // callback attempts in flight
 
@@ -260,7 +261,8 @@ func Start(cfg Config) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger}
+	e := &Engine{cfg: cfg, log: cfg.Logger,
+		authzRetries: schedule.Doubling(cfg.AuthzRetryBackoff, max(cfg.AuthzBreakerCooldown, cfg.AuthzRetryBackoff))}
 	e.breaker = gobreaker.NewCircuitBreaker[authzResult](gobreaker.Settings{
 		Name:        "authz",
 		MaxRequests: 1,
@@ -322,9 +324,8 @@ func Start(cfg Config) (*Engine, error) {
 }
 
 // rescanCallbacks has the callback sender read the decided (undelivered)
-// requests back from the store, from the start of its due index: it takes
-// those due, skips those it is delivering already, and arms its wake for
-// the rest.
+// requests back from the store's due index: it takes those due, passes
+// over those it is delivering already, and arms its wake for the rest.
 func (e *Engine) rescanCallbacks() (int64, error) {
 	e.system.Root.Send(e.sender, &rescanCallbacks{})
 	return e.cfg.Store.Count(session.StateDecided), nil
@@ -384,9 +385,9 @@ func (e *Engine) LiveRequests() int64 { return e.live.Load() }
 // AuthzCallsInFlight is the number of calls to the authorization service now.
 func (e *Engine) AuthzCallsInFlight() int64 { return e.authzCalls.Load() }
 
-// CallbacksPending is the number of callbacks held in memory: queued,
-// waiting to retry or in flight (at most 2×CallbackQueueLimit). Callbacks
-// waiting in the store are not counted.
+// CallbacksPending is the number of callbacks held in memory: queued or in
+// flight (at most CallbackQueueLimit). Callbacks waiting in the store, for
+// room or for a retry, are not counted.
 func (e *Engine) CallbacksPending() int64 { return e.pendingCB.Load() }
 
 // Stop refuses new requests, lets live requests and callbacks finish for up

@@ -16,6 +16,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/chargeauth/chargeauth/persistence"
+	"github.com/chargeauth/chargeauth/schedule"
 	"github.com/chargeauth/chargeauth/session"
 )
 
@@ -173,7 +174,7 @@ func startOn(t *testing.T, cfg Config, authz *fakeAuthz, recv *fakeReceiver) *ha
 		if dl, ok := evt.(*actor.DeadLetterEvent); ok {
 			switch dl.Message.(type) {
 			case *AuthzAnswered, *retryAuthorize, *deadlinePassed, *DeliverCallback, *CallbackAttempted, *workerIdle,
-				*callbackDue, *wakeCallbacks, *readOnCallbacks:
+				*wakeCallbacks:
 				// expected after a decision or while stopping
 			default:
 				t.Errorf("unexpected dead letter %T to %v", dl.Message, dl.PID)
@@ -448,7 +449,7 @@ func TestCallbackRetriesThenDelivers(t *testing.T) {
 		{Err: errors.New("503"), Retryable: true},
 		{Err: errors.New("timeout"), Retryable: true},
 	}}
-	h := startEngine(t, Config{CallbackBackoff: time.Millisecond, CallbackMaxBackoff: 5 * time.Millisecond}, &fakeAuthz{}, recv)
+	h := startEngine(t, Config{CallbackSchedule: schedule.Doubling(time.Millisecond, 5*time.Millisecond)}, &fakeAuthz{}, recv)
 	rec := h.mustAccept("callbackRetryToken000001")
 	got := h.waitState(rec.ID, session.StateDelivered)
 	if got.CallbackAttempts != 3 {
@@ -462,11 +463,11 @@ func TestCallbackRetriesThenDelivers(t *testing.T) {
 func TestCallbackFailsAfterMaxAttempts(t *testing.T) {
 	fail := DeliveryResult{Err: errors.New("500"), Retryable: true}
 	recv := &fakeReceiver{script: []DeliveryResult{fail, fail, fail, fail}}
-	h := startEngine(t, Config{CallbackMaxAttempts: 3, CallbackBackoff: time.Millisecond, CallbackMaxBackoff: 2 * time.Millisecond}, &fakeAuthz{}, recv)
+	h := startEngine(t, Config{CallbackMaxAttempts: 3, CallbackSchedule: schedule.Doubling(time.Millisecond, 2*time.Millisecond)}, &fakeAuthz{}, recv)
 	rec := h.mustAccept("callbackFailToken0000001")
 	got := h.waitState(rec.ID, session.StateFailed)
-	if got.CallbackAttempts != 3 || got.LastError != "500" {
-		t.Errorf("attempts %d last error %q, want 3 and 500", got.CallbackAttempts, got.LastError)
+	if got.CallbackAttempts != 3 || got.LastError != "500 (giving up: no attempts left after 3)" {
+		t.Errorf("attempts %d last error %q, want 3 and 500, out of attempts", got.CallbackAttempts, got.LastError)
 	}
 	// An operator redelivers: it is delivered on the next attempt.
 	if _, err := h.engine.Redeliver(rec.ID); err != nil {
@@ -480,7 +481,7 @@ func TestCallbackFailsAfterMaxAttempts(t *testing.T) {
 
 func TestCallbackNotRetryableFailsAtOnce(t *testing.T) {
 	recv := &fakeReceiver{script: []DeliveryResult{{Err: errors.New("forbidden destination"), Retryable: false}}}
-	h := startEngine(t, Config{CallbackBackoff: time.Millisecond}, &fakeAuthz{}, recv)
+	h := startEngine(t, Config{CallbackSchedule: schedule.Doubling(time.Millisecond, time.Millisecond)}, &fakeAuthz{}, recv)
 	rec := h.mustAccept("callbackGoneToken0000001")
 	if got := h.waitState(rec.ID, session.StateFailed); got.CallbackAttempts != 1 {
 		t.Errorf("attempts %d, want 1", got.CallbackAttempts)
@@ -538,18 +539,6 @@ func TestAcceptAfterStop(t *testing.T) {
 	}
 }
 
-func TestRetryDelay(t *testing.T) {
-	for n := 1; n <= 12; n++ {
-		want := min(time.Second<<(n-1), time.Minute)
-		for range 50 {
-			d := retryDelay(time.Second, time.Minute, n)
-			if d < want/2 || d > min(want*3/2+time.Nanosecond, time.Minute) {
-				t.Fatalf("retry %d: delay %v outside [%v, %v]", n, d, want/2, min(want*3/2, time.Minute))
-			}
-		}
-	}
-}
-
 // The answer and the deadline arriving at the same moment, many times over:
 // every request is decided once, called back once, with the stored status.
 func TestAnswerRacesDeadline(t *testing.T) {
@@ -594,7 +583,7 @@ func TestCallbackScheduleSurvivesRestart(t *testing.T) {
 	st := openStore(t, fs)
 	fail := DeliveryResult{Err: errors.New("503"), Retryable: true}
 	recv := &fakeReceiver{script: []DeliveryResult{fail, fail, fail, fail, fail, fail}}
-	cfg := Config{Store: st, CallbackMaxAttempts: 4, CallbackBackoff: 50 * time.Millisecond, CallbackMaxBackoff: 50 * time.Millisecond}
+	cfg := Config{Store: st, CallbackMaxAttempts: 4, CallbackSchedule: schedule.Doubling(50*time.Millisecond, 50*time.Millisecond)}
 	cfg.Authorize = (&fakeAuthz{}).authorize
 	cfg.Deliver = recv.deliver
 	cfg.Logger = testLogger(t)
@@ -620,7 +609,7 @@ func TestCallbackScheduleSurvivesRestart(t *testing.T) {
 	}
 
 	// Restart: the remaining attempts (4 in all) are made, then failed.
-	h := startOn(t, Config{Store: st, CallbackMaxAttempts: 4, CallbackBackoff: 50 * time.Millisecond, CallbackMaxBackoff: 50 * time.Millisecond}, &fakeAuthz{}, recv)
+	h := startOn(t, Config{Store: st, CallbackMaxAttempts: 4, CallbackSchedule: schedule.Doubling(50*time.Millisecond, 50*time.Millisecond)}, &fakeAuthz{}, recv)
 	got := h.waitState(rec.ID, session.StateFailed)
 	if got.CallbackAttempts != 4 {
 		t.Errorf("%d attempts in all, want 4 (the count went on from %d)", got.CallbackAttempts, before.CallbackAttempts)
@@ -754,23 +743,6 @@ func TestConcurrencyBoundDuringResume(t *testing.T) {
 	}
 }
 
-func TestCallbackDelayFullJitter(t *testing.T) {
-	for n := 1; n <= 20; n++ {
-		ceiling := min(time.Second<<(n-1), time.Minute)
-		var most time.Duration
-		for range 200 {
-			d := callbackDelay(time.Second, time.Minute, n)
-			if d < 0 || d > ceiling {
-				t.Fatalf("retry %d: %v outside [0, %v]", n, d, ceiling)
-			}
-			most = max(most, d)
-		}
-		if most < ceiling/2 {
-			t.Errorf("retry %d: 200 draws all below %v: not spread up to %v", n, ceiling/2, ceiling)
-		}
-	}
-}
-
 // No retry is planned past the callback max age: the request fails.
 func TestCallbackFailsAtMaxAge(t *testing.T) {
 	fail := DeliveryResult{Err: errors.New("503"), Retryable: true}
@@ -779,8 +751,7 @@ func TestCallbackFailsAtMaxAge(t *testing.T) {
 		script[i] = fail
 	}
 	recv := &fakeReceiver{script: script}
-	h := startEngine(t, Config{CallbackMaxAttempts: 100, CallbackBackoff: 20 * time.Millisecond,
-		CallbackMaxBackoff: 20 * time.Millisecond, CallbackMaxAge: 100 * time.Millisecond}, &fakeAuthz{}, recv)
+	h := startEngine(t, Config{CallbackMaxAttempts: 100, CallbackSchedule: schedule.Doubling(20*time.Millisecond, 20*time.Millisecond), CallbackMaxAge: 100 * time.Millisecond}, &fakeAuthz{}, recv)
 	rec := h.mustAccept("maxAgeDriverToken0000001")
 	got := h.waitState(rec.ID, session.StateFailed)
 	if got.CallbackAttempts >= 100 || !strings.Contains(got.LastError, "max age") {
@@ -956,7 +927,7 @@ func TestOverflowDoesNotStallHealthyReceivers(t *testing.T) {
 		return DeliveryResult{StatusCode: 204}
 	}
 	st := openStore(t, vfs.NewMem())
-	e, err := Start(Config{Store: st, CallbackQueueLimit: 10, CallbackMaxBackoff: 2 * time.Minute,
+	e, err := Start(Config{Store: st, CallbackQueueLimit: 10,
 		Deliver: deliver, Authorize: (&fakeAuthz{}).authorize, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -1123,16 +1094,16 @@ func samplePeak(t *testing.T, f func() int64) *atomic.Int64 {
 
 // While a receiver fails every attempt through a burst, the callbacks it
 // owes wait for their retries in the store, not in memory: the sender
-// holds at most CallbackQueueLimit due and as many waiting on a timer.
-// Once the receiver recovers, every callback is delivered, exactly once,
-// and no attempt is ever made before the NextAttemptAt its record holds.
+// holds at most CallbackQueueLimit. Once the receiver recovers, every
+// callback is delivered, exactly once, and no attempt is ever made before
+// the NextAttemptAt its record holds.
 func TestRetriesWaitingInMemoryAreBounded(t *testing.T) {
 	const limit, n = 5, 200
 	st := openStore(t, vfs.NewMem())
 	recv := newCheckedReceiver(st)
 	recv.down.Store(true)
 	h := startOn(t, Config{Store: st, CallbackQueueLimit: limit, CallbackMaxAttempts: 1000,
-		CallbackBackoff: 2 * time.Millisecond, CallbackMaxBackoff: 20 * time.Millisecond, Deliver: recv.deliver},
+		CallbackSchedule: schedule.Doubling(2*time.Millisecond, 20*time.Millisecond), Deliver: recv.deliver},
 		&fakeAuthz{}, &fakeReceiver{})
 	peak := samplePeak(t, h.engine.CallbacksPending)
 	ids := make([]string, n)
@@ -1140,21 +1111,16 @@ func TestRetriesWaitingInMemoryAreBounded(t *testing.T) {
 		ids[i] = h.mustAccept(fmt.Sprintf("retryBoundToken%09d", i)).ID
 	}
 	// Every callback is retried at least twice while the receiver is down:
-	// the retries beyond the limit went to the store and came back.
+	// the retries went to the store and came back.
 	eventually(t, 30*time.Second, 10*time.Millisecond, func() error {
-		if p := peak.Load(); p > 2*limit {
-			t.Fatalf("the sender held %d callbacks at once while the receiver was down, want at most %d", p, 2*limit)
+		if p := peak.Load(); p > limit {
+			t.Fatalf("the sender held %d callbacks at once while the receiver was down, want at most %d", p, limit)
 		}
 		if least := recv.minAttempts(ids); least < 3 {
 			return fmt.Errorf("a callback was attempted only %d times", least)
 		}
 		return nil
 	})
-	released := h.engine.releasedCB.Load()
-	if released == 0 {
-		t.Fatal("no retry was released to the store")
-	}
-
 	recv.down.Store(false)
 	eventually(t, 30*time.Second, 10*time.Millisecond, func() error {
 		if d := st.Count(session.StateDelivered); d != n {
@@ -1162,32 +1128,33 @@ func TestRetriesWaitingInMemoryAreBounded(t *testing.T) {
 		}
 		return nil
 	})
-	if p := peak.Load(); p > 2*limit {
-		t.Errorf("the sender held %d callbacks at once, want at most %d", p, 2*limit)
+	if p := peak.Load(); p > limit {
+		t.Errorf("the sender held %d callbacks at once, want at most %d", p, limit)
 	}
 	recv.checkDeliveredOnce(t, ids)
 	recv.mu.Lock()
 	defer recv.mu.Unlock()
-	// Each release follows a failed attempt: a refill never takes a record
-	// that is not due only to release it again.
-	if released = h.engine.releasedCB.Load(); released > int64(recv.failures) {
-		t.Errorf("%d releases for %d failed attempts: records were taken before they were due", released, recv.failures)
+	// A refill takes only what is due: an attempt that finds nothing to
+	// send comes only from a decision's DeliverCallback that arrived after
+	// a refill took its record, at most one per request.
+	idle := h.engine.idleAttempts.Load()
+	if idle > n {
+		t.Errorf("%d attempts found nothing to send, for %d requests: records were taken before they were due", idle, n)
 	}
-	t.Logf("peak %d held, %d failed attempts, %d released to the store, latest retry %v after its time",
-		peak.Load(), recv.failures, released, recv.late)
+	t.Logf("peak %d held, %d failed attempts, %d idle, latest retry %v after its time",
+		peak.Load(), recv.failures, idle, recv.late)
 }
 
-// A retry released to the store comes back when it is due: not before its
+// A retry waiting in the store comes back when it is due: not before its
 // NextAttemptAt, and soon after it.
-func TestReleasedRetryComesBackWhenDue(t *testing.T) {
+func TestRetryWaitingInTheStoreComesBackWhenDue(t *testing.T) {
 	const limit, n = 2, 6
 	st := openStore(t, vfs.NewMem())
 	recv := newCheckedReceiver(st)
 	recv.retryAfter = 300 * time.Millisecond
 	recv.down.Store(true)
-	// A backoff of 1ns: the delay is the receiver's Retry-After.
-	h := startOn(t, Config{Store: st, CallbackQueueLimit: limit, CallbackBackoff: time.Nanosecond,
-		CallbackMaxBackoff: time.Second, Deliver: recv.deliver}, &fakeAuthz{}, &fakeReceiver{})
+	// A delay of 1ns: the delay is the receiver's Retry-After.
+	h := startOn(t, Config{Store: st, CallbackQueueLimit: limit, CallbackSchedule: schedule.Delays{0, time.Nanosecond}, Deliver: recv.deliver}, &fakeAuthz{}, &fakeReceiver{})
 	ids := make([]string, n)
 	for i := range ids {
 		ids[i] = h.mustAccept(fmt.Sprintf("releasedRetryToken%06d", i)).ID
@@ -1201,9 +1168,6 @@ func TestReleasedRetryComesBackWhenDue(t *testing.T) {
 	recv.down.Store(false)
 	for _, id := range ids {
 		h.waitState(id, session.StateDelivered)
-	}
-	if r := h.engine.releasedCB.Load(); r < n-limit {
-		t.Errorf("%d retries released to the store, want at least %d", r, n-limit)
 	}
 	recv.checkDeliveredOnce(t, ids)
 	recv.mu.Lock()

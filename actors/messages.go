@@ -65,27 +65,16 @@ type DeliverCallback struct {
 func (*DeliverCallback) IgnoreDeadLetterLogging() {}
 
 // rescanCallbacks tells the callback sender to read the store's due index
-// again from the start (on start, and after the store recovers): it takes
-// what is due, and arms its wake for the first that is not.
+// again (on start, and after the store recovers): it takes what is due,
+// and arms its wake for the first that is not.
 type rescanCallbacks struct{}
 
-// callbackDue is the callback sender's own timer: rec's next attempt is due.
-type callbackDue struct {
-	Record session.Record
-}
-
-func (*callbackDue) IgnoreDeadLetterLogging() {}
-
-// wakeCallbacks is the callback sender's wake timer: the earliest retry it
-// released to the store is due, so it reads the due index on. gen
-// tells a timer stopped too late from the one armed now.
+// wakeCallbacks is the callback sender's wake timer: the earliest callback
+// waiting in the store is due, so it reads the due index again. gen tells
+// a timer stopped too late from the one armed now.
 type wakeCallbacks struct{ gen uint64 }
 
 func (*wakeCallbacks) IgnoreDeadLetterLogging() {}
-
-// readOnCallbacks is the callback sender's note to itself: a refill passed
-// over its budget of records and reads on after the mailbox.
-type readOnCallbacks struct{}
 
 // CallbackAttempted is a delivery task's report once its attempt is stored.
 type CallbackAttempted struct {

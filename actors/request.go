@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -69,7 +70,7 @@ func (r *requestActor) Receive(ctx actor.Context) {
 		r.lastErr = msg.Err
 		// Capped at the breaker's cooldown: once the service is back,
 		// waiting requests try again within about that long.
-		delay := retryDelay(r.e.cfg.AuthzRetryBackoff, max(r.e.cfg.AuthzBreakerCooldown, r.e.cfg.AuthzRetryBackoff), r.calls)
+		delay := r.e.authzRetries.After(r.calls, rand.Float64())
 		if r.e.cfg.now().Add(delay).After(r.rec.DecideBy) {
 			return // the deadline comes first
 		}

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 )
 
@@ -27,3 +28,5 @@ func (h *levelHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 func (h *levelHandler) WithGroup(name string) slog.Handler {
 	return &levelHandler{Handler: h.Handler.WithGroup(name), level: h.level}
 }
+
+func typeName(v any) string { return fmt.Sprintf("%T", v) }

@@ -140,6 +140,20 @@ func (s *Store) scanPage(page []session.Record, st session.State, afterID string
 // store is damaged or a transition forgot the index: this is a defence, so
 // that one bad entry cannot stop every callback read from the store.
 func (s *Store) ScanDue(after DuePos, until time.Time, limit int, fn func(DuePos, session.Record) bool) (time.Time, error) {
+	return s.scanDue(after, until, limit, nil, fn)
+}
+
+// ScanDueExcept is ScanDue from the start of the index that passes over
+// the entries whose id skip reports, without reading their records (they
+// count neither for limit nor for the time returned, unless not due): a
+// reader that owns some due records reads only those it does not own.
+// skip runs with the store's read lock held: it must be fast and must not
+// call the store.
+func (s *Store) ScanDueExcept(skip func(id string) bool, until time.Time, limit int, fn func(session.Record) bool) (time.Time, error) {
+	return s.scanDue(DuePos{}, until, limit, skip, func(_ DuePos, rec session.Record) bool { return fn(rec) })
+}
+
+func (s *Store) scanDue(after DuePos, until time.Time, limit int, skip func(string) bool, fn func(DuePos, session.Record) bool) (time.Time, error) {
 	var (
 		page []dueEntry
 		n    int
@@ -151,7 +165,7 @@ func (s *Store) ScanDue(after DuePos, until time.Time, limit int, fn func(DuePos
 		if limit > 0 && limit-n < want {
 			want = limit - n
 		}
-		page, next, err = s.dueScanPage(page[:0], after, until, want)
+		page, next, err = s.dueScanPage(page[:0], after, until, want, skip)
 		if err != nil {
 			return time.Time{}, err
 		}
@@ -174,8 +188,9 @@ type dueEntry struct {
 }
 
 // dueScanPage appends to page up to want entries after pos that are due by
-// until; if it stops at an entry due later, it returns that entry's time.
-func (s *Store) dueScanPage(page []dueEntry, after DuePos, until time.Time, want int) ([]dueEntry, time.Time, error) {
+// until, but those skip reports (skip may be nil); if it stops at an entry
+// due later, it returns that entry's time.
+func (s *Store) dueScanPage(page []dueEntry, after DuePos, until time.Time, want int, skip func(string) bool) ([]dueEntry, time.Time, error) {
 	if err := s.rlock(); err != nil {
 		return page, time.Time{}, err
 	}
@@ -210,6 +225,9 @@ func (s *Store) dueScanPage(page []dueEntry, after DuePos, until time.Time, want
 		if nanos > limit {
 			next = at
 			break
+		}
+		if skip != nil && skip(id) {
+			continue
 		}
 		rec, rerr := readAt(recs, recordKey(kb[:0], id), id)
 		if rerr != nil && !errors.Is(rerr, ErrNotFound) {

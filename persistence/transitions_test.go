@@ -24,6 +24,9 @@ import (
 //	due [ahead=<duration>] [after=<id>|before=<id>] [limit=<n>] [stop=<n>]
 //	                                   ScanDue until now+ahead, from after
 //	                                   (or just before) id's entry
+//	due skip=<id,...> [ahead=<duration>] [limit=<n>] [stop=<n>]
+//	                                   ScanDueExcept: from the start, passing
+//	                                   over the ids given
 //	count [state=<s>]                  no state: every state and the total
 //	reopen                             Close, then Open on the same FS
 //	close
@@ -131,13 +134,28 @@ func TestTransitions(t *testing.T) {
 			}
 			var out []string
 			stop := num("stop")
-			next, err := s.ScanDue(pos, now.Add(dur("ahead", 0)), num("limit"), func(p DuePos, r session.Record) bool {
-				if !p.At.Equal(r.NextAttemptAt) || p.ID != r.ID {
-					t.Errorf("position %v/%s for %s", p.At, p.ID, formatRecord(r))
+			var (
+				next time.Time
+				err  error
+			)
+			if d.HasArg("skip") {
+				skip := map[string]bool{}
+				for _, id := range strings.Split(str("skip", ""), ",") {
+					skip[id] = true
 				}
-				out = append(out, formatRecord(r))
-				return stop == 0 || len(out) < stop
-			})
+				next, err = s.ScanDueExcept(func(id string) bool { return skip[id] }, now.Add(dur("ahead", 0)), num("limit"), func(r session.Record) bool {
+					out = append(out, formatRecord(r))
+					return stop == 0 || len(out) < stop
+				})
+			} else {
+				next, err = s.ScanDue(pos, now.Add(dur("ahead", 0)), num("limit"), func(p DuePos, r session.Record) bool {
+					if !p.At.Equal(r.NextAttemptAt) || p.ID != r.ID {
+						t.Errorf("position %v/%s for %s", p.At, p.ID, formatRecord(r))
+					}
+					out = append(out, formatRecord(r))
+					return stop == 0 || len(out) < stop
+				})
+			}
 			if err != nil {
 				out = append(out, "error: "+err.Error())
 			}

@@ -127,7 +127,7 @@ func killTest(t *testing.T, sinkDelay time.Duration, kill func(int, *sinkRecorde
 	dataDir := t.TempDir()
 	args := []string{"serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
 		"--data-dir", dataDir, "--authz-url", authz.URL, "--allow-private-callbacks",
-		"--decision-timeout", "30s", "--callback-backoff", "10ms", "--callback-max-backoff", "100ms"}
+		"--decision-timeout", "30s", "--callback-schedule", "0s,10ms,20ms,40ms,80ms,100ms", "--callback-max-attempts", "10"}
 	p := start(t, args...)
 	public := p.addr(t, "public listener")
 
@@ -337,7 +337,7 @@ func killFailingTest(t *testing.T) {
 	args := []string{"serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
 		"--data-dir", dataDir, "--authz-url", authz.URL, "--allow-private-callbacks",
 		"--decision-timeout", "30s", "--callback-max-attempts", fmt.Sprint(maxAttempts),
-		"--callback-backoff", "100ms", "--callback-max-backoff", "400ms"}
+		"--callback-schedule", "0s,100ms,200ms,400ms"}
 	p := start(t, args...)
 	public := p.addr(t, "public listener")
 

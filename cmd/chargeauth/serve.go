@@ -20,26 +20,27 @@ import (
 	"github.com/chargeauth/chargeauth/http/api"
 	"github.com/chargeauth/chargeauth/http/authz"
 	"github.com/chargeauth/chargeauth/http/webhook"
+	"github.com/chargeauth/chargeauth/schedule"
 )
 
 type serveFlags struct {
-	listen, adminListen, dataDir        string
-	authzURL, authzListen, aclPath      string
-	aclReloadInterval                   time.Duration
-	decisionTimeout                     time.Duration
-	authzConcurrency                    int
-	callbackSecret                      string
-	callbackMaxAttempts                 int
-	callbackBackoff, callbackMaxBackoff time.Duration
-	callbackTimeout, callbackMaxAge     time.Duration
-	allowPrivateCallbacks               bool
-	callbackAllowCIDR, callbackCAFile   string
-	callbackHostConcurrency             int
-	maxInflight, maxBacklog             int
-	shutdownGrace, retention            time.Duration
-	minFreeDisk                         byteSize
-	logLevel, logFormat                 string
-	adminTokenFile                      string
+	listen, adminListen, dataDir      string
+	authzURL, authzListen, aclPath    string
+	aclReloadInterval                 time.Duration
+	decisionTimeout                   time.Duration
+	authzConcurrency                  int
+	callbackSecret                    string
+	callbackSchedule                  scheduleFlag
+	callbackMaxAttempts               int
+	callbackTimeout, callbackMaxAge   time.Duration
+	allowPrivateCallbacks             bool
+	callbackAllowCIDR, callbackCAFile string
+	callbackHostConcurrency           int
+	maxInflight, maxBacklog           int
+	shutdownGrace, retention          time.Duration
+	minFreeDisk                       byteSize
+	logLevel, logFormat               string
+	adminTokenFile                    string
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -53,11 +54,11 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.decisionTimeout, "decision-timeout", 10*time.Second, "time from accept to the deadline, after which the decision is unknown")
 	fs.IntVar(&f.authzConcurrency, "authz-concurrency", 64, "most calls to the authorization service at once")
 	fs.StringVar(&f.callbackSecret, "callback-secret", "", "whsec_<base64> secret(s), space-separated, that sign callbacks (empty: unsigned)")
-	fs.IntVar(&f.callbackMaxAttempts, "callback-max-attempts", 10, "callback attempts in all, the first included")
-	fs.DurationVar(&f.callbackBackoff, "callback-backoff", time.Second, "delay before the first callback retry (doubling, jittered)")
-	fs.DurationVar(&f.callbackMaxBackoff, "callback-max-backoff", 10*time.Minute, "longest delay between callback attempts")
+	f.callbackSchedule = scheduleFlag{schedule.Default}
+	fs.Var(&f.callbackSchedule, "callback-schedule", "delays between callback attempts, comma-separated, the first (0s) before the first attempt; each jittered by up to 20%")
+	fs.IntVar(&f.callbackMaxAttempts, "callback-max-attempts", 0, "callback attempts in all, the first included (0: one per --callback-schedule entry; more: its last delay repeats)")
 	fs.DurationVar(&f.callbackTimeout, "callback-timeout", 10*time.Second, "timeout of one callback attempt")
-	fs.DurationVar(&f.callbackMaxAge, "callback-max-age", 24*time.Hour, "no callback retry later than this after the decision")
+	fs.DurationVar(&f.callbackMaxAge, "callback-max-age", 72*time.Hour, "no callback attempt later than this after the decision; then the request is failed")
 	fs.BoolVar(&f.allowPrivateCallbacks, "allow-private-callbacks", false, "allow callbacks to loopback, private and link-local addresses")
 	fs.StringVar(&f.callbackAllowCIDR, "callback-allow-cidr", "", "address ranges (CIDR, space- or comma-separated) callbacks may reach even if private")
 	fs.IntVar(&f.callbackHostConcurrency, "callback-host-concurrency", 64, "most callbacks in flight to one receiver host")
@@ -83,9 +84,7 @@ func (f *serveFlags) check() error {
 	}{
 		{"decision-timeout", f.decisionTimeout, f.decisionTimeout >= time.Millisecond, "at least 1ms"},
 		{"authz-concurrency", f.authzConcurrency, f.authzConcurrency >= 1, "at least 1"},
-		{"callback-max-attempts", f.callbackMaxAttempts, f.callbackMaxAttempts >= 1, "at least 1"},
-		{"callback-backoff", f.callbackBackoff, f.callbackBackoff > 0, "positive"},
-		{"callback-max-backoff", f.callbackMaxBackoff, f.callbackMaxBackoff >= f.callbackBackoff, "at least --callback-backoff"},
+		{"callback-max-attempts", f.callbackMaxAttempts, f.callbackMaxAttempts >= 0, "0 or more"},
 		{"callback-timeout", f.callbackTimeout, f.callbackTimeout >= time.Millisecond, "at least 1ms"},
 		{"callback-max-age", f.callbackMaxAge, f.callbackMaxAge >= time.Millisecond, "at least 1ms"},
 		{"max-inflight", f.maxInflight, f.maxInflight >= 1, "at least 1"},
@@ -135,6 +134,9 @@ func serve(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var f serveFlags
 	f.register(fs)
+	if err := checkRetired(args, os.Getenv); err != nil {
+		return err
+	}
 	if err := parseFlags(fs, args, stderr, "chargeauth serve [flags]"); err != nil {
 		return err
 	}
@@ -199,9 +201,8 @@ func serve(args []string, stderr io.Writer) error {
 		DecisionTimeout:         f.decisionTimeout,
 		AuthzConcurrency:        f.authzConcurrency,
 		CallbackSecrets:         strings.Fields(f.callbackSecret),
+		CallbackSchedule:        f.callbackSchedule.Delays,
 		CallbackMaxAttempts:     f.callbackMaxAttempts,
-		CallbackBackoff:         f.callbackBackoff,
-		CallbackMaxBackoff:      f.callbackMaxBackoff,
 		CallbackTimeout:         f.callbackTimeout,
 		CallbackMaxAge:          f.callbackMaxAge,
 		AllowPrivateCallbacks:   f.allowPrivateCallbacks,
@@ -325,4 +326,47 @@ func parseCIDRs(v string) ([]netip.Prefix, error) {
 		out = append(out, p.Masked())
 	}
 	return out, nil
+}
+
+// scheduleFlag is --callback-schedule: comma-separated Go durations.
+type scheduleFlag struct{ schedule.Delays }
+
+func (s *scheduleFlag) String() string { return s.Delays.String() }
+
+func (s *scheduleFlag) Set(v string) error {
+	d, err := schedule.Parse(v)
+	if err != nil {
+		return err
+	}
+	s.Delays = d
+	return nil
+}
+
+// retiredServeFlags no longer mean anything: given on the command line or
+// as a variable, they stop serve with what replaces them (exit 2), rather
+// than being ignored.
+var retiredServeFlags = []struct{ name, instead string }{
+	{"callback-backoff", "--callback-schedule, the delays between attempts (e.g. 0s,5s,5m,30m,2h)"},
+	{"callback-max-backoff", "--callback-schedule, whose delays are the whole schedule (e.g. 0s,5s,5m,30m,2h)"},
+}
+
+// checkRetired reports the first retired flag in args (up to a "--") or
+// in the environment.
+func checkRetired(args []string, getenv func(string) string) error {
+	for _, r := range retiredServeFlags {
+		env := envPrefix + "_" + strings.ToUpper(strings.ReplaceAll(r.name, "-", "_"))
+		if getenv(env) != "" {
+			return usageError("$%s: --%s is retired: use %s ($%s_CALLBACK_SCHEDULE)", env, r.name, r.instead, envPrefix)
+		}
+		for _, a := range args {
+			if a == "--" {
+				break
+			}
+			name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+			if strings.HasPrefix(a, "-") && name == r.name {
+				return usageError("--%s is retired: use %s", r.name, r.instead)
+			}
+		}
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/chargeauth/chargeauth/http/api"
+	"github.com/chargeauth/chargeauth/schedule"
 	"github.com/chargeauth/chargeauth/session"
 )
 
@@ -20,7 +21,7 @@ func TestAdminEndpoints(t *testing.T) {
 	recv := startReceiver(t)
 	recv.answer = func(int) int { return 500 }
 	svc := startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true,
-		CallbackMaxAttempts: 2, CallbackBackoff: time.Millisecond, CallbackMaxBackoff: 2 * time.Millisecond})
+		CallbackMaxAttempts: 2, CallbackSchedule: schedule.Doubling(time.Millisecond, 2*time.Millisecond)})
 	admin := "http://" + svc.AdminAddr()
 
 	if r := do(t, "GET", admin+"/healthz", "", nil); r.code != 200 {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/chargeauth/chargeauth/http/api"
+	"github.com/chargeauth/chargeauth/schedule"
 	"github.com/chargeauth/chargeauth/session"
 )
 
@@ -300,7 +301,7 @@ func TestUnavailableWhenStoreClosed(t *testing.T) {
 func TestPrivateCallbackRefused(t *testing.T) {
 	authz := startFakeAuthz(t, 0)
 	recv := startReceiver(t)
-	svc := startService(t, api.Config{AuthzURL: authz.URL, CallbackBackoff: time.Millisecond})
+	svc := startService(t, api.Config{AuthzURL: authz.URL, CallbackSchedule: schedule.Delays{0, time.Millisecond}})
 	id := mustAccept(t, svc, tokAllowed, recv.URL+"/cb")
 	eventually(t, 10*time.Second, 10*time.Millisecond, func() error {
 		rec, err := svc.Store().Get(id)
@@ -330,7 +331,7 @@ func TestCallbackRetriedUntilDelivered(t *testing.T) {
 		return 200
 	}
 	svc := startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true,
-		CallbackBackoff: 5 * time.Millisecond, CallbackMaxBackoff: 20 * time.Millisecond})
+		CallbackSchedule: schedule.Doubling(5*time.Millisecond, 20*time.Millisecond)})
 	id := mustAccept(t, svc, tokNotAllowed, recv.URL+"/cb")
 	eventually(t, 10*time.Second, 10*time.Millisecond, func() error {
 		rec, err := svc.Store().Get(id)

@@ -17,6 +17,7 @@ import (
 	"github.com/chargeauth/chargeauth/acl"
 	"github.com/chargeauth/chargeauth/http/api"
 	"github.com/chargeauth/chargeauth/http/authz"
+	"github.com/chargeauth/chargeauth/schedule"
 )
 
 // syncBuffer is a log sink tests can read while servers write to it.
@@ -283,7 +284,7 @@ func TestAdminOpenWithoutToken(t *testing.T) {
 // dialer never connects (the refusal is at connect time).
 func TestCallbackToOwnListenerRefused(t *testing.T) {
 	az := startFakeAuthz(t, 0)
-	svc := startService(t, api.Config{AuthzURL: az.URL, AllowPrivateCallbacks: true, CallbackBackoff: time.Millisecond})
+	svc := startService(t, api.Config{AuthzURL: az.URL, AllowPrivateCallbacks: true, CallbackSchedule: schedule.Delays{0, time.Millisecond}})
 	id := mustAccept(t, svc, tokAllowed, "http://"+svc.AdminAddr()+"/sessions/x/redeliver")
 	waitFailedWith(t, svc, id, "own listener")
 }
@@ -325,7 +326,7 @@ func TestCallbackToHostAddressRefused(t *testing.T) {
 	}()
 	t.Cleanup(func() { ln.Close(); hits.Wait() })
 	az := startFakeAuthz(t, 0)
-	svc := startService(t, api.Config{AuthzURL: az.URL, AllowPrivateCallbacks: true, CallbackBackoff: time.Millisecond})
+	svc := startService(t, api.Config{AuthzURL: az.URL, AllowPrivateCallbacks: true, CallbackSchedule: schedule.Delays{0, time.Millisecond}})
 	id := mustAccept(t, svc, tokAllowed, "http://"+ln.Addr().String()+"/cb")
 	waitFailedWith(t, svc, id, "address of this host")
 	mu.Lock()

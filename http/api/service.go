@@ -19,6 +19,7 @@ import (
 	"github.com/chargeauth/chargeauth/http/internal/fastlog"
 	"github.com/chargeauth/chargeauth/http/webhook"
 	"github.com/chargeauth/chargeauth/persistence"
+	"github.com/chargeauth/chargeauth/schedule"
 	"github.com/chargeauth/chargeauth/session"
 )
 
@@ -40,14 +41,14 @@ type Config struct {
 	AuthzConcurrency int
 	// CallbackSecrets sign callbacks ("whsec_..."). Default: none.
 	CallbackSecrets []string
-	// CallbackMaxAttempts counts all attempts, the first included. Default: 10.
+	// CallbackSchedule is the delays between callback attempts (see
+	// package schedule). Default: schedule.Default.
+	CallbackSchedule schedule.Delays
+	// CallbackMaxAttempts caps the attempts, the first included.
+	// Default: 0, the schedule's length.
 	CallbackMaxAttempts int
-	// CallbackBackoff is the first retry delay. Default: 1s.
-	CallbackBackoff time.Duration
-	// CallbackMaxBackoff caps the retry delay. Default: 10m.
-	CallbackMaxBackoff time.Duration
-	// CallbackMaxAge: no retry later than this after the decision.
-	// Default: 24h.
+	// CallbackMaxAge: no attempt later than this after the decision.
+	// Default: 72h.
 	CallbackMaxAge time.Duration
 	// CallbackTimeout bounds one attempt. Default: 10s.
 	CallbackTimeout time.Duration
@@ -231,9 +232,8 @@ func (s *Service) start() error {
 		AuthzConcurrency:        cfg.AuthzConcurrency,
 		MaxInflight:             cfg.MaxInflight,
 		MaxBacklog:              cfg.MaxBacklog,
+		CallbackSchedule:        cfg.CallbackSchedule,
 		CallbackMaxAttempts:     cfg.CallbackMaxAttempts,
-		CallbackBackoff:         cfg.CallbackBackoff,
-		CallbackMaxBackoff:      cfg.CallbackMaxBackoff,
 		CallbackTimeout:         cfg.CallbackTimeout,
 		CallbackMaxAge:          cfg.CallbackMaxAge,
 		CallbackHostConcurrency: cfg.CallbackHostConcurrency,
