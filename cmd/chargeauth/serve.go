@@ -20,6 +20,7 @@ import (
 	"github.com/chargeauth/chargeauth/http/api"
 	"github.com/chargeauth/chargeauth/http/authz"
 	"github.com/chargeauth/chargeauth/http/webhook"
+	"github.com/chargeauth/chargeauth/persistence"
 )
 
 type serveFlags struct {
@@ -202,8 +203,8 @@ func serve(args []string, stderr io.Writer) error {
 		MinFreeDisk:             uint64(f.minFreeDisk),
 		Logger:                  log,
 	})
-	if errors.Is(err, api.ErrListen) {
-		return usageError("%v", err)
+	if errors.Is(err, api.ErrListen) || errors.Is(err, persistence.ErrLocked) {
+		return usageError("%v", err) // a port or the data directory is taken: exit 2
 	}
 	if err != nil {
 		return err
