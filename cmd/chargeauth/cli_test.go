@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bufio"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
@@ -13,7 +17,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 )
 
 // -h and --help print the command's help on stdout and exit 0, for every
@@ -345,4 +353,170 @@ func tail(s string) string {
 		return "..." + s[len(s)-400:]
 	}
 	return s
+}
+
+// A second serve on a held data directory exits 2 naming the holder's pid;
+// sessions --data-dir says the same and names the admin URL to use instead.
+// Once the service stopped, sessions --data-dir reads the store and prints
+// no Pebble line.
+func TestDataDirInUse(t *testing.T) {
+	dataDir := t.TempDir()
+	p := start(t, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--authz-listen", "127.0.0.1:0", "--data-dir", dataDir)
+	admin := p.addr(t, "admin listener")
+	inUse := fmt.Sprintf("data directory %s is in use by another chargeauth (pid %d)", dataDir, p.cmd.Process.Pid)
+
+	second := exec.Command(binary(t), "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--authz-listen", "127.0.0.1:0", "--data-dir", dataDir)
+	out, err := second.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+		t.Errorf("second serve: %v, want exit 2: %s", err, out)
+	}
+	if !strings.Contains(string(out), "chargeauth serve: "+inUse+"\n") {
+		t.Errorf("second serve said %q, want %q", out, inUse)
+	}
+
+	code, stdout, stderr := runBinary(t, []string{"CHARGEAUTH_ADMIN_URL=http://" + admin}, "sessions", "list", "--data-dir", dataDir)
+	if code != 2 || stdout != "" || strings.Count(stderr, "\n") != 1 ||
+		!strings.Contains(stderr, inUse) || !strings.Contains(stderr, "drop --data-dir") || !strings.Contains(stderr, "http://"+admin) {
+		t.Errorf("sessions --data-dir on a served directory: exit %d, %q %q; want 2 and one line naming pid and admin URL", code, stdout, stderr)
+	}
+
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("serve after SIGTERM: %v", err)
+	}
+	code, stdout, stderr = runBinary(t, nil, "sessions", "list", "--data-dir", dataDir)
+	if code != 0 || !strings.HasPrefix(stdout, "REQUEST_ID") || stderr != "" {
+		t.Errorf("sessions --data-dir on a stopped store: exit %d, %q, stderr %q: want 0, a table, nothing on stderr", code, stdout, stderr)
+	}
+}
+
+// runBinary runs the built chargeauth with extra variables to its end.
+func runBinary(t *testing.T, env []string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	cmd := exec.Command(binary(t), args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, out.String(), errb.String()
+}
+
+// lines sends each line r gives on the channel.
+func lines(r io.Reader) <-chan string {
+	c := make(chan string, 100)
+	go func() {
+		defer close(c)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			c <- sc.Text()
+		}
+	}()
+	return c
+}
+
+func nextLine(t *testing.T, c <-chan string, what string) string {
+	t.Helper()
+	select {
+	case l, ok := <-c:
+		if !ok {
+			t.Fatalf("%s: the output ended", what)
+		}
+		return l
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s: nothing printed", what)
+	}
+	return ""
+}
+
+// chargeauth sink --secret (here from CHARGEAUTH_SINK_SECRET) checks the
+// signature of each callback: a real serve signing with the same secret is
+// valid; another secret's signature and an unsigned callback are invalid,
+// with the reason. sink reads its own variables, not serve's
+// CHARGEAUTH_LISTEN or CHARGEAUTH_CALLBACK_SECRET.
+func TestSinkVerifiesSignatures(t *testing.T) {
+	secret := "whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	other := "whsec_" + base64.StdEncoding.EncodeToString([]byte("fedcba9876543210fedcba9876543210"))
+	sinkCmd := exec.Command(binary(t), "sink")
+	sinkCmd.Env = append(os.Environ(), "CHARGEAUTH_SINK_SECRET="+secret, "CHARGEAUTH_SINK_LISTEN=127.0.0.1:0",
+		"CHARGEAUTH_LISTEN=not-an-address", "CHARGEAUTH_CALLBACK_SECRET="+other)
+	stdout, _ := sinkCmd.StdoutPipe()
+	stderr, _ := sinkCmd.StderrPipe()
+	if err := sinkCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sinkCmd.Process.Kill(); _ = sinkCmd.Wait() })
+	m := regexp.MustCompile(`^sink listening on (\S+), answering 204, checking signatures with 1 secret\(s\)$`).FindStringSubmatch(nextLine(t, lines(stderr), "sink"))
+	if m == nil {
+		t.Fatal("the sink's first line does not give its address and that it checks signatures")
+	}
+	sinkAddr := m[1]
+	printed := lines(stdout)
+
+	// A real service, signing with the same secret.
+	p := start(t, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--authz-listen", "127.0.0.1:0",
+		"--data-dir", t.TempDir(), "--allow-private-callbacks", "--callback-secret", secret)
+	body := `{"station_id":"123e4567-e89b-12d3-a456-426614174000","driver_token":"validDriverToken1234567","callback_url":"http://` + sinkAddr + `/cb"}`
+	resp, err := http.Post("http://"+p.addr(t, "public listener")+"/charge_point/session/", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 202 {
+		t.Fatalf("POST: %d", resp.StatusCode)
+	}
+	if l := nextLine(t, printed, "the service's callback"); !strings.Contains(l, " signature=valid ") || !strings.Contains(l, `"status":"allowed"`) {
+		t.Errorf("the service's callback: %q, want signature=valid", l)
+	}
+
+	// Signed with another secret, and unsigned.
+	wh, err := standardwebhooks.NewWebhook(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb := []byte(`{"station_id":"123e4567-e89b-12d3-a456-426614174000","driver_token":"validDriverToken1234567","status":"allowed"}`)
+	sig, _ := wh.Sign("0190a6f2-7c3b-7def-8a12-3456789abcde", time.Now(), cb)
+	for _, tc := range []struct{ sig, want string }{
+		{sig, " signature=invalid(no signature matches the secret) "},
+		{"", " signature=invalid(missing webhook-id, webhook-timestamp or webhook-signature) "},
+	} {
+		req, _ := http.NewRequest("POST", "http://"+sinkAddr+"/cb", strings.NewReader(string(cb)))
+		req.Header.Set("webhook-id", "0190a6f2-7c3b-7def-8a12-3456789abcde")
+		req.Header.Set("webhook-timestamp", strconv.FormatInt(time.Now().Unix(), 10))
+		if tc.sig != "" {
+			req.Header.Set("webhook-signature", tc.sig)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if l := nextLine(t, printed, tc.want); !strings.Contains(l, tc.want) {
+			t.Errorf("printed %q, want %q", l, tc.want)
+		}
+	}
+}
+
+// The standalone authorization service reads CHARGEAUTH_AUTHZ_<FLAG>, not
+// serve's CHARGEAUTH_LISTEN or CHARGEAUTH_ACL.
+func TestAuthzReadsOwnVariables(t *testing.T) {
+	cmd := exec.Command(binary(t), "authz")
+	cmd.Env = append(os.Environ(), "CHARGEAUTH_LISTEN=not-an-address", "CHARGEAUTH_ACL=/nonexistent/acl.json",
+		"CHARGEAUTH_AUTHZ_LISTEN=127.0.0.1:0")
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	l := nextLine(t, lines(stderr), "authz")
+	if !strings.Contains(l, `"msg":"authorization service listener"`) || !strings.Contains(l, `"addr":"127.0.0.1:`) {
+		t.Errorf("authz printed %q, want it listening on $CHARGEAUTH_AUTHZ_LISTEN", l)
+	}
 }
