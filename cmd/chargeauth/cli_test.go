@@ -270,7 +270,8 @@ func TestRedeliverAllLimitAndJSON(t *testing.T) {
 }
 
 // The sessions commands send the admin token from CHARGEAUTH_ADMIN_TOKEN or
-// from --admin-token-file (trailing newline dropped; the file wins), and
+// from --admin-token-file (surrounding white space dropped, as serve does;
+// not both), and
 // never print it; without it a protected admin API's 401 is explained.
 func TestSessionsSendAdminToken(t *testing.T) {
 	const token = "s3cr3t-admin-token-0123456789"
@@ -294,7 +295,8 @@ func TestSessionsSendAdminToken(t *testing.T) {
 		{"variable", map[string]string{"CHARGEAUTH_ADMIN_TOKEN": token}, nil, 0, id},
 		{"file flag", nil, []string{"--admin-token-file", file}, 0, id},
 		{"file variable", map[string]string{"CHARGEAUTH_ADMIN_TOKEN_FILE": file}, nil, 0, id},
-		{"file wins", map[string]string{"CHARGEAUTH_ADMIN_TOKEN": "not-the-token"}, []string{"--admin-token-file", file}, 0, id},
+		{"variable with a newline", map[string]string{"CHARGEAUTH_ADMIN_TOKEN": token + "\n"}, nil, 0, id},
+		{"both", map[string]string{"CHARGEAUTH_ADMIN_TOKEN": "not-the-token"}, []string{"--admin-token-file", file}, 2, "--admin-token-file and $CHARGEAUTH_ADMIN_TOKEN are both set: set one"},
 		{"none", nil, nil, 1, "401 unauthorized: set CHARGEAUTH_ADMIN_TOKEN or --admin-token-file"},
 		{"wrong", nil, []string{"--admin-token-file", wrong}, 1, "401 unauthorized: the admin token sent is not the service's"},
 		{"empty file", nil, []string{"--admin-token-file", os.DevNull}, 2, "--admin-token-file " + os.DevNull + " is empty"},
@@ -319,7 +321,7 @@ func TestSessionsSendAdminToken(t *testing.T) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if n := countOf(f.auths, "Bearer "+token); n != 4 {
-		t.Errorf("%d requests carried the token, want 4: %q", n, f.auths)
+		t.Errorf("%d requests carried the token, want 4 (variable, file flag, file variable, variable with a newline): %q", n, f.auths)
 	}
 }
 

@@ -17,6 +17,8 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+
+	"github.com/chargeauth/chargeauth/persistence"
 )
 
 // errUsage marks errors that exit with code 2: bad flags, bad
@@ -97,7 +99,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case errors.As(err, &help):
 		fmt.Fprint(stdout, help.text)
 		return 0
-	case errors.Is(err, errUsage):
+	case errors.Is(err, errUsage), errors.Is(err, persistence.ErrLocked):
+		// A data directory another chargeauth holds is a configuration
+		// error too: nothing started.
 		fmt.Fprintf(stderr, "chargeauth %s: %v\n", cmd, err)
 		return 2
 	default:

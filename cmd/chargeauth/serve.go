@@ -20,7 +20,6 @@ import (
 	"github.com/chargeauth/chargeauth/http/api"
 	"github.com/chargeauth/chargeauth/http/authz"
 	"github.com/chargeauth/chargeauth/http/webhook"
-	"github.com/chargeauth/chargeauth/persistence"
 )
 
 type serveFlags struct {
@@ -203,8 +202,8 @@ func serve(args []string, stderr io.Writer) error {
 		MinFreeDisk:             uint64(f.minFreeDisk),
 		Logger:                  log,
 	})
-	if errors.Is(err, api.ErrListen) || errors.Is(err, persistence.ErrLocked) {
-		return usageError("%v", err) // a port or the data directory is taken: exit 2
+	if errors.Is(err, api.ErrListen) {
+		return usageError("%v", err)
 	}
 	if err != nil {
 		return err

@@ -34,7 +34,7 @@ for list and get, read a stopped service's --data-dir directly.
 Variables (sessions reads no other; none of serve's):
   CHARGEAUTH_ADMIN_URL          --admin-url
   CHARGEAUTH_ADMIN_TOKEN        the admin token, sent as Authorization: Bearer
-  CHARGEAUTH_ADMIN_TOKEN_FILE   --admin-token-file (wins over CHARGEAUTH_ADMIN_TOKEN)
+  CHARGEAUTH_ADMIN_TOKEN_FILE   --admin-token-file (set it or CHARGEAUTH_ADMIN_TOKEN, not both)
 
 Run 'chargeauth sessions <command> -h' for the flags of a command.
 `
@@ -166,18 +166,21 @@ func sessions(args []string, stdout, stderr io.Writer) error {
 	return printRecords(stdout, recs, *asJSON)
 }
 
-// adminToken is the token the sessions commands send: the content of
-// --admin-token-file (or $CHARGEAUTH_ADMIN_TOKEN_FILE) without its trailing
-// newline, else $CHARGEAUTH_ADMIN_TOKEN, else none. Its value never
-// appears in a message.
+// adminToken is the token the sessions commands send, read as serve reads
+// its own: the content of --admin-token-file (or $CHARGEAUTH_ADMIN_TOKEN_FILE)
+// or $CHARGEAUTH_ADMIN_TOKEN, surrounding white space dropped; both set is
+// an error; neither is no token. Its value never appears in a message.
 func adminToken(file string) (string, error) {
-	token, from := os.Getenv(envPrefix+"_ADMIN_TOKEN"), "$"+envPrefix+"_ADMIN_TOKEN"
+	token, from := strings.TrimSpace(os.Getenv(envPrefix+"_ADMIN_TOKEN")), "$"+envPrefix+"_ADMIN_TOKEN"
 	if file != "" {
+		if token != "" {
+			return "", usageError("--admin-token-file and $%s_ADMIN_TOKEN are both set: set one", envPrefix)
+		}
 		b, err := os.ReadFile(file)
 		if err != nil {
 			return "", usageError("--admin-token-file: %v", err)
 		}
-		token, from = strings.TrimRight(string(b), "\r\n"), "--admin-token-file "+file
+		token, from = strings.TrimSpace(string(b)), "--admin-token-file "+file
 		if token == "" {
 			return "", usageError("--admin-token-file %s is empty", file)
 		}
