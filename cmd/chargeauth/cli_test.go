@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -520,5 +521,57 @@ func TestAuthzReadsOwnVariables(t *testing.T) {
 	l := nextLine(t, lines(stderr), "authz")
 	if !strings.Contains(l, `"msg":"authorization service listener"`) || !strings.Contains(l, `"addr":"127.0.0.1:`) {
 		t.Errorf("authz printed %q, want it listening on $CHARGEAUTH_AUTHZ_LISTEN", l)
+	}
+}
+
+// sessions get, human form: every field of the record, each transition and
+// attempt with its time, durations in human units (the JSON has
+// milliseconds), text with control characters quoted, and a field the
+// CLI does not know still shown.
+func TestSessionsGetHumanForm(t *testing.T) {
+	const id = "0190a6f2-7c3b-7def-8a12-3456789abcde"
+	rec := `{"request_id":"` + id + `","state":"failed","status":"allowed","reason":"ok_by_acl","decided_by":"authz",
+	"station_id":"123e4567-e89b-12d3-a456-426614174000","driver_token":"vali...4567","callback_url":"http://127.0.0.1:1/cb",
+	"accepted_at":"2026-12-05T09:00:00Z","decided_at":"2026-12-05T09:00:00.2Z","callback_attempts":2,
+	"last_error":"500 Internal Server Error","failed_at":"2026-12-05T09:00:06Z","new_field":"shown",
+	"transitions":[{"state":"pending","at":"2026-12-05T09:00:00Z"},{"state":"decided","at":"2026-12-05T09:00:00.2Z"},{"state":"failed","at":"2026-12-05T09:00:06Z"}],
+	"attempts":[{"at":"2026-12-05T09:00:00.6Z","error":"dial tcp: connection refused","duration_ms":0.35},
+	{"at":"2026-12-05T09:00:06Z","status_code":500,"duration_ms":1234.5,"response":"oops\n\u001b[31m"}]}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/sessions/"+id {
+			w.WriteHeader(404)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, rec)
+	}))
+	t.Cleanup(srv.Close)
+	code, out, stderr := runCmd(t, "sessions", "get", id, "--admin-url", srv.URL)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^request_id:\s+` + id + `$`),
+		regexp.MustCompile(`(?m)^state:\s+failed$`),
+		regexp.MustCompile(`(?m)^reason:\s+ok_by_acl$`),
+		regexp.MustCompile(`(?m)^last_error:\s+500 Internal Server Error$`),
+		regexp.MustCompile(`(?m)^new_field:\s+shown$`),
+		regexp.MustCompile(`(?m)^transitions \(3\):\n  1\. pending  2026-12-05T09:00:00Z\n  2\. decided  2026-12-05T09:00:00.2Z\n  3\. failed  2026-12-05T09:00:06Z$`),
+		regexp.MustCompile(`(?m)^transitions \(3\):\n(?:.*\n){3}attempts \(2\):\n`),
+		regexp.MustCompile(`(?m)^  1\. 2026-12-05T09:00:00.6Z  duration=350µs  error=dial tcp: connection refused$`),
+		regexp.MustCompile(`(?m)^  2\. 2026-12-05T09:00:06Z  duration=1.2s  response="oops\\n\\x1b\[31m"  status_code=500$`),
+	} {
+		if !want.MatchString(out) {
+			t.Errorf("output lacks %s:\n%s", want, out)
+		}
+	}
+	// --json is the record as the admin API gave it: milliseconds.
+	if _, out, _ := runCmd(t, "sessions", "get", id, "--admin-url", srv.URL, "--json"); !strings.Contains(out, `"duration_ms":1234.5`) {
+		t.Errorf("--json: %s", out)
+	}
+	for ms, want := range map[float64]string{0.35: "350µs", 350: "350ms", 1234.5: "1.2s", 90_000: "1m30s"} {
+		if got := humanMillis(ms); got != want {
+			t.Errorf("humanMillis(%v) = %s, want %s", ms, got, want)
+		}
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -162,6 +164,9 @@ func sessions(args []string, stdout, stderr io.Writer) error {
 	}
 	if err != nil {
 		return err
+	}
+	if sub == "get" && !*asJSON {
+		return printRecord(stdout, recs[0])
 	}
 	return printRecords(stdout, recs, *asJSON)
 }
@@ -443,4 +448,149 @@ func (s *storeSource) get(id string) (map[string]any, error) {
 
 func (s *storeSource) redeliver(string) (map[string]any, error) {
 	return nil, usageError("redeliver needs the running service (drop --data-dir)")
+}
+
+// recordOrder is the order of a record's fields in the human form of get;
+// fields not named here follow in name order, so that a field the service
+// adds is shown too.
+var recordOrder = []string{"request_id", "state", "status", "reason", "decided_by", "station_id", "driver_token",
+	"callback_url", "accepted_at", "decide_by", "decided_at", "callback_attempts", "next_attempt_at",
+	"last_error", "delivered_at", "failed_at", "redelivered_at"}
+
+// printRecord writes every field of one record, one per line, then its
+// transitions and attempts, each with its time. Durations (fields ending
+// in _ms) are in human units (350ms, 1.2s); text is quoted when it holds
+// control characters.
+func printRecord(w io.Writer, rec map[string]any) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	shown := map[string]bool{}
+	var lists []string
+	field := func(k string) {
+		v, ok := rec[k]
+		if !ok || shown[k] {
+			return
+		}
+		shown[k] = true
+		if _, isList := v.([]any); isList {
+			lists = append(lists, k)
+			return
+		}
+		fmt.Fprintf(tw, "%s:\t%s\n", humanKey(k), humanValue(k, v))
+	}
+	for _, k := range recordOrder {
+		field(k)
+	}
+	rest := make([]string, 0, len(rec))
+	for k := range rec {
+		rest = append(rest, k)
+	}
+	sort.Strings(rest)
+	for _, k := range rest {
+		field(k)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// The story in order: transitions, then attempts, then any other list.
+	sort.SliceStable(lists, func(a, b int) bool { return listRank(lists[a]) < listRank(lists[b]) })
+	for _, k := range lists {
+		items := rec[k].([]any)
+		fmt.Fprintf(w, "%s (%d):\n", k, len(items))
+		for i, it := range items {
+			m, ok := it.(map[string]any)
+			if !ok {
+				fmt.Fprintf(w, "  %d. %s\n", i+1, humanValue("", it))
+				continue
+			}
+			// "at" (or "state" first, for transitions), then the rest in name order.
+			var parts []string
+			keys := make([]string, 0, len(m))
+			for mk := range m {
+				keys = append(keys, mk)
+			}
+			sort.Slice(keys, func(a, b int) bool {
+				return itemRank(keys[a]) < itemRank(keys[b]) || itemRank(keys[a]) == itemRank(keys[b]) && keys[a] < keys[b]
+			})
+			for _, mk := range keys {
+				if mk == "state" || mk == "at" {
+					parts = append(parts, humanValue(mk, m[mk]))
+					continue
+				}
+				parts = append(parts, humanKey(mk)+"="+humanValue(mk, m[mk]))
+			}
+			fmt.Fprintf(w, "  %d. %s\n", i+1, strings.Join(parts, "  "))
+		}
+	}
+	return nil
+}
+
+func listRank(k string) int {
+	switch k {
+	case "transitions":
+		return 0
+	case "attempts":
+		return 1
+	}
+	return 2
+}
+
+// humanKey drops the unit of a field whose value humanValue gives in
+// human units: duration_ms=1234.5 is shown as duration=1.2s.
+func humanKey(k string) string {
+	if d, ok := strings.CutSuffix(k, "_ms"); ok {
+		return d
+	}
+	return k
+}
+
+func itemRank(k string) int {
+	switch k {
+	case "state":
+		return 0
+	case "at":
+		return 1
+	}
+	return 2
+}
+
+// humanValue is one value of the human form: a duration for a field
+// ending in _ms, "-" for nothing, a quoted string if it holds control
+// characters.
+func humanValue(k string, v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "-"
+	case float64:
+		if strings.HasSuffix(k, "_ms") {
+			return humanMillis(x)
+		}
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	case string:
+		if x == "" {
+			return "-"
+		}
+		if strings.ContainsFunc(x, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return strconv.Quote(x)
+		}
+		return x
+	case map[string]any, []any:
+		b, _ := json.Marshal(x)
+		return string(b)
+	}
+	return fmt.Sprint(v)
+}
+
+// humanMillis writes a duration given in milliseconds in human units:
+// 350µs, 350ms, 1.2s, 1m30s.
+func humanMillis(ms float64) string {
+	d := time.Duration(ms * float64(time.Millisecond))
+	switch {
+	case d < time.Millisecond:
+		return d.Round(time.Microsecond).String()
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
 }
