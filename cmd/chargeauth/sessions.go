@@ -211,8 +211,8 @@ func printRecords(w io.Writer, recs []map[string]any, asJSON bool) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "REQUEST_ID\tSTATE\tSTATUS\tDECIDED_BY\tSTATION_ID\tACCEPTED_AT\tATTEMPTS")
 	for _, r := range recs {
-		fmt.Fprintf(tw, "%v\t%v\t%v\t%v\t%v\t%v\t%v\n", r["request_id"], r["state"], orDash(r["status"]),
-			orDash(r["decided_by"]), r["station_id"], r["accepted_at"], r["callback_attempts"])
+		fmt.Fprintf(tw, "%v\t%v\t%v\t%v\t%v\t%v\t%v\n", orDash(r["request_id"]), orDash(r["state"]), orDash(r["status"]),
+			orDash(r["decided_by"]), orDash(r["station_id"]), orDash(r["accepted_at"]), orDash(r["callback_attempts"]))
 	}
 	return tw.Flush()
 }
