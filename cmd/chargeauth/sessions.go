@@ -68,7 +68,7 @@ func sessions(args []string, stdout, stderr io.Writer) error {
 	}
 	fs := flag.NewFlagSet("sessions "+sub, flag.ContinueOnError)
 	adminURL := fs.String("admin-url", defaultAdminURL, "admin API of the running service")
-	tokenFile := fs.String("admin-token-file", "", "file holding the admin token (a trailing newline is dropped); else $CHARGEAUTH_ADMIN_TOKEN")
+	tokenFile := fs.String("admin-token-file", "", "file holding the admin token, sent as a bearer token (white space around it dropped); or $CHARGEAUTH_ADMIN_TOKEN, not both")
 	var dataDir, state, station, since *string
 	var limit *int
 	if sub != "get" {
