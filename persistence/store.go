@@ -281,7 +281,7 @@ func Open(cfg Config) (*Store, error) {
 	db, err := pebble.Open(cfg.Dir, opts)
 	if err != nil {
 		opts.Cache.Unref()
-		return nil, fmt.Errorf("persistence: open %s: %w", cfg.Dir, err)
+		return nil, openError(cfg, err) // a *LockedError when another process holds cfg.Dir
 	}
 	s.cache = opts.Cache
 	s.opts = opts

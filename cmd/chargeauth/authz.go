@@ -14,6 +14,11 @@ import (
 	"github.com/chargeauth/chargeauth/http/authz"
 )
 
+// authzEnv: the standalone authorization service reads CHARGEAUTH_AUTHZ_<FLAG>.
+// CHARGEAUTH_AUTHZ_LISTEN is also serve's variable for --authz-listen, on
+// purpose: both name where the authorization service listens.
+var authzEnv = prefixEnv(envPrefix + "_AUTHZ")
+
 // authzCmd runs the authorization service on its own.
 func authzCmd(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("authz", flag.ContinueOnError)
@@ -22,7 +27,7 @@ func authzCmd(args []string, stderr io.Writer) error {
 	reloadEvery := fs.Duration("acl-reload-interval", time.Second, "how often the --acl file is checked for changes (0: only on SIGHUP)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "json", "json or text")
-	if err := parseFlags(fs, args, stderr, "chargeauth authz [flags]"); err != nil {
+	if err := parseFlagsEnv(fs, args, "chargeauth authz [flags]", authzEnv); err != nil {
 		return err
 	}
 	log, err := newLogger(stderr, *logLevel, *logFormat)

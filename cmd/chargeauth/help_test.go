@@ -33,13 +33,13 @@ func TestServeHelpDefaults(t *testing.T) {
 	for k := range serveDefaults {
 		t.Setenv("CHARGEAUTH_"+strings.ToUpper(strings.ReplaceAll(k, "-", "_")), "") // unset: the defaults show
 	}
-	code, _, stderr := runCmd(t, "serve", "-h")
+	code, stdout, _ := runCmd(t, "serve", "-h")
 	if code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 	line := regexp.MustCompile(`(?m)^  --([a-z-]+) \(default (.*), \$([A-Z_]+)\)$`)
 	seen := map[string]bool{}
-	for _, m := range line.FindAllStringSubmatch(stderr, -1) {
+	for _, m := range line.FindAllStringSubmatch(stdout, -1) {
 		flag, got, env := m[1], m[2], m[3]
 		seen[flag] = true
 		if want := "CHARGEAUTH_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_")); env != want {

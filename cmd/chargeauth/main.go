@@ -6,7 +6,8 @@
 //	chargeauth sink       print the callbacks it receives (for trying chargeauth locally)
 //	chargeauth version    print the version
 //
-// Every flag also reads CHARGEAUTH_<FLAG_IN_CAPS>. Exit codes: 0 success,
+// serve's flags also read CHARGEAUTH_<FLAG_IN_CAPS>; the other commands read
+// only their own variables (their -h lists them). Exit codes: 0 success,
 // 1 failure while running, 2 bad usage or configuration (nothing started).
 package main
 
@@ -15,6 +16,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
+
+	"github.com/chargeauth/chargeauth/persistence"
 )
 
 // errUsage marks errors that exit with code 2: bad flags, bad
@@ -40,11 +44,14 @@ Commands:
   serve      run the service (public API, admin listener, embedded authorization service)
   authz      run the authorization service on its own
   sessions   list, get or redeliver requests (through the admin API, or --data-dir when stopped)
-  sink       print the callbacks it receives, for trying chargeauth locally
-  version    print the version
+  sink       print the callbacks it receives and check their signatures, for trying chargeauth locally
+  version    print the version, revision, build time and Go version
 
-Run 'chargeauth <command> -h' for the flags of a command. Every flag also reads
-the environment variable CHARGEAUTH_<FLAG> (--decision-timeout: CHARGEAUTH_DECISION_TIMEOUT).
+Run 'chargeauth <command> -h' for the flags of a command. serve reads
+CHARGEAUTH_<FLAG> (--decision-timeout: CHARGEAUTH_DECISION_TIMEOUT); the
+other commands read only their own variables, which their help lists.
+
+Exit codes: 0 done, 1 failure while running, 2 bad usage or configuration.
 `
 
 func main() {
@@ -58,7 +65,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	var err error
-	switch args[0] {
+	cmd := args[0]
+	switch cmd {
 	case "serve":
 		err = serve(args[1:], stderr)
 	case "authz":
@@ -68,23 +76,36 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "sink":
 		err = sink(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
-		fmt.Fprintln(stdout, "chargeauth", version())
+		if len(args) > 1 && (args[1] == "-h" || args[1] == "--help") {
+			fmt.Fprint(stdout, "Usage: chargeauth version\n\nPrints the version, revision, build time and Go version.\n")
+			return 0
+		}
+		fmt.Fprint(stdout, versionText(readBuildFacts(debug.ReadBuildInfo())))
 		return 0
-	case "help", "-h", "--help":
+	case "help", "-h", "--help", "-help":
+		if len(args) > 1 && args[0] == "help" {
+			return run([]string{args[1], "-h"}, stdout, stderr)
+		}
 		fmt.Fprint(stdout, usage)
 		return 0
 	default:
-		fmt.Fprintf(stderr, "chargeauth: unknown command %q\n\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "chargeauth: unknown command %q (see 'chargeauth -h')\n", cmd)
 		return 2
 	}
+	var help *helpShown
 	switch {
-	case err == nil, errors.Is(err, errHelp):
+	case err == nil:
 		return 0
-	case errors.Is(err, errUsage):
-		fmt.Fprintln(stderr, "chargeauth:", err)
+	case errors.As(err, &help):
+		fmt.Fprint(stdout, help.text)
+		return 0
+	case errors.Is(err, errUsage), errors.Is(err, persistence.ErrLocked):
+		// A data directory another chargeauth holds is a configuration
+		// error too: nothing started.
+		fmt.Fprintf(stderr, "chargeauth %s: %v\n", cmd, err)
 		return 2
 	default:
-		fmt.Fprintln(stderr, "chargeauth:", err)
+		fmt.Fprintf(stderr, "chargeauth %s: %v\n", cmd, err)
 		return 1
 	}
 }
