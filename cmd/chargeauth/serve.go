@@ -146,6 +146,7 @@ func serve(args []string, stderr io.Writer) error {
 	log.Debug("runtime", "gomaxprocs", procs, "cpus", runtime.NumCPU())
 
 	authzURL := f.authzURL
+	var aclStatus func() authz.ACLStatus // for /metrics; nil with an external service
 	if authzURL == "" {
 		a := acl.Sample()
 		if f.aclPath != "" {
@@ -165,6 +166,7 @@ func serve(args []string, stderr io.Writer) error {
 			}
 		}()
 		defer srv.Shutdown()
+		aclStatus = srv.ACLStatus
 		if f.aclPath != "" {
 			defer reloadACL(srv, f.aclPath, f.aclReloadInterval)()
 		}
@@ -201,6 +203,7 @@ func serve(args []string, stderr io.Writer) error {
 		Retention:               f.retention,
 		MinFreeDisk:             uint64(f.minFreeDisk),
 		Logger:                  log,
+		ACLStatus:               aclStatus,
 	})
 	if errors.Is(err, api.ErrListen) {
 		return usageError("%v", err)

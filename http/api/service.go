@@ -74,6 +74,10 @@ type Config struct {
 	// MinFreeDisk: below this many free bytes, accepts get 503.
 	// Default: 256 MiB.
 	MinFreeDisk uint64
+	// ACLStatus reports the embedded authorization service's ACL for
+	// /metrics (authz.Server.ACLStatus). Default: nil, no ACL metrics (an
+	// external authorization service keeps its own).
+	ACLStatus func() authz.ACLStatus
 	// Logger. Default: slog.Default().
 	Logger *slog.Logger
 
@@ -187,6 +191,7 @@ func (s *Service) start() error {
 		return err
 	}
 	s.metrics = newMetrics(s.engine.Load, s.store)
+	s.metrics.registerOps(s)
 
 	s.adminSrv = &fasthttp.Server{
 		Handler: newAdmin(s, s.metrics).handle, Name: "chargeauth-admin",
