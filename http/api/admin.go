@@ -45,6 +45,8 @@ func (a *admin) handle(ctx *fasthttp.RequestCtx) {
 		}
 	case path == "/metrics":
 		a.metrics(ctx)
+	case path == "/openapi.yaml":
+		serveOpenAPI(ctx)
 	case path == "/sessions" || path == "/sessions/":
 		if !ctx.IsGet() {
 			writeFailed(ctx, failMethod, nil)
