@@ -382,6 +382,10 @@ func (e *Engine) Backlog() int64 {
 // LiveRequests is the number of live request actors.
 func (e *Engine) LiveRequests() int64 { return e.live.Load() }
 
+// BreakerState is the authorization service circuit breaker's state:
+// 0 closed, 1 half-open, 2 open (gobreaker's State values).
+func (e *Engine) BreakerState() int64 { return int64(e.breaker.State()) }
+
 // AuthzCallsInFlight is the number of calls to the authorization service now.
 func (e *Engine) AuthzCallsInFlight() int64 { return e.authzCalls.Load() }
 

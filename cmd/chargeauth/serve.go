@@ -160,6 +160,7 @@ func serve(args []string, stderr io.Writer) error {
 
 	authzURL := f.authzURL
 	var ownAddrs []string // listeners of this process callbacks must not reach
+	var aclStatus func() authz.ACLStatus // for /metrics; nil with an external service
 	if authzURL == "" {
 		a := acl.Sample()
 		if f.aclPath != "" {
@@ -179,6 +180,7 @@ func serve(args []string, stderr io.Writer) error {
 			}
 		}()
 		defer srv.Shutdown()
+		aclStatus = srv.ACLStatus
 		if f.aclPath != "" {
 			defer reloadACL(srv, f.aclPath, f.aclReloadInterval)()
 		}
@@ -217,6 +219,7 @@ func serve(args []string, stderr io.Writer) error {
 		AdminToken:              adminToken,
 		OwnAddrs:                ownAddrs,
 		Logger:                  log,
+		ACLStatus:               aclStatus,
 	})
 	if errors.Is(err, api.ErrListen) {
 		return usageError("%v", err)

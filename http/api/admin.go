@@ -38,18 +38,20 @@ func (a *admin) handle(ctx *fasthttp.RequestCtx) {
 	case path == "/healthz":
 		writeJSON(ctx, fasthttp.StatusOK, map[string]string{"status": "ok"})
 	case path == "/readyz":
-		switch err := a.svc.store.Health(); {
-		case !a.ready.Load():
+		switch err := a.svc.readiness(); {
+		case err == nil:
+			writeJSON(ctx, fasthttp.StatusOK, map[string]string{"status": "ready"})
+		case errors.Is(err, errNotStarted):
 			writeJSON(ctx, fasthttp.StatusServiceUnavailable, map[string]string{"status": "not ready"})
-		case err != nil:
+		default:
 			// The store cannot write (a failed write, under
 			// --min-free-disk): take this node out of the load balancer.
 			writeJSON(ctx, fasthttp.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err.Error()})
-		default:
-			writeJSON(ctx, fasthttp.StatusOK, map[string]string{"status": "ready"})
 		}
 	case path == "/metrics":
 		a.metrics(ctx)
+	case path == "/openapi.yaml":
+		serveOpenAPI(ctx)
 	case path == "/sessions" || path == "/sessions/":
 		if !ctx.IsGet() {
 			writeFailed(ctx, failMethod, nil)

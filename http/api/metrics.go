@@ -2,6 +2,8 @@ package api
 
 import (
 	"math"
+	"runtime"
+	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -9,6 +11,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/chargeauth/chargeauth/actors"
+	"github.com/chargeauth/chargeauth/http/authz"
 	"github.com/chargeauth/chargeauth/persistence"
 	"github.com/chargeauth/chargeauth/session"
 )
@@ -29,12 +32,18 @@ type metrics struct {
 	callIn    prometheus.Histogram
 }
 
+// latencyBuckets fit every latency measured here: a 202 takes a fraction
+// of a millisecond, an authorization call milliseconds, a decision up to the
+// decision timeout (10s by default) and a callback attempt up to its timeout
+// (10s). 16 buckets from 0.2ms to 30s, each about 2.2 times the last.
+var latencyBuckets = prometheus.ExponentialBucketsRange(0.0002, 30, 16)
+
 var requestOutcomes = []string{"accepted", "invalid", "too_large", "unsupported_media_type", "method_not_allowed", "unavailable"}
 
 func newMetrics(engine func() *actors.Engine, store *persistence.Store) *metrics {
 	latency := func(name, help string) prometheus.Histogram {
 		return prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help,
-			Buckets: prometheus.ExponentialBucketsRange(0.0001, 60, 20)})
+			Buckets: latencyBuckets})
 	}
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
@@ -153,4 +162,122 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstHistogram(descFsync, d.Histogram.GetSampleCount(), d.Histogram.GetSampleSum()/1e9, buckets)
 		}
 	}
+}
+
+// registerOps adds what an on-call engineer reads first: build, readiness,
+// the authorization breaker, the ACL and the callback backlog's age.
+func (m *metrics) registerOps(s *Service) {
+	version, revision := BuildInfo()
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "chargeauth_build_info", Help: "Always 1; the labels name the running build.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": runtime.Version()},
+	})
+	buildInfo.Set(1)
+	m.reg.MustRegister(
+		buildInfo,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "chargeauth_ready", Help: "1 while /readyz answers 200, else 0.",
+		}, func() float64 { return b2f(s.readiness() == nil) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "chargeauth_authz_breaker_state",
+			Help: "The authorization service circuit breaker: 0 closed, 1 half-open (probing), 2 open (calls fail at once).",
+		}, func() float64 {
+			if e := s.engine.Load(); e != nil {
+				return float64(e.BreakerState())
+			}
+			return 0
+		}),
+		&backlogAgeCollector{store: s.store, now: s.cfg.now},
+	)
+	if s.cfg.ACLStatus != nil {
+		m.reg.MustRegister(&aclCollector{status: s.cfg.ACLStatus})
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// BuildInfo returns the running binary's module version ("(devel)" for a
+// build from a checkout) and VCS revision ("unknown" when the build did not
+// record one, as in tests).
+func BuildInfo() (version, revision string) {
+	version, revision = "unknown", "unknown"
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return version, revision
+	}
+	if info.Main.Version != "" {
+		version = info.Main.Version
+	}
+	for _, st := range info.Settings {
+		if st.Key == "vcs.revision" && st.Value != "" {
+			revision = st.Value
+		}
+	}
+	return version, revision
+}
+
+// backlogAgeScan bounds the records read per scrape for the backlog's age.
+const backlogAgeScan = 64
+
+var descBacklogAge = prometheus.NewDesc("chargeauth_callback_oldest_undelivered_age_seconds",
+	"Time since the oldest undelivered callback became due (its decision, or its redelivery); 0 when none waits.", nil, nil)
+
+// backlogAgeCollector reads, at scrape time, the first decided (decided, not
+// yet delivered) records in id order, which is accept order, and reports
+// the longest wait among them since the decision or the last redelivery.
+// At most backlogAgeScan records are read, so a scrape costs the same with
+// a backlog of ten or ten million.
+type backlogAgeCollector struct {
+	store *persistence.Store
+	now   func() time.Time
+}
+
+func (c *backlogAgeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descBacklogAge }
+
+func (c *backlogAgeCollector) Collect(ch chan<- prometheus.Metric) {
+	now := c.now()
+	var oldest time.Duration
+	err := c.store.Scan(session.StateDecided, "", backlogAgeScan, func(r session.Record) bool {
+		since := r.DecidedAt
+		if r.RedeliveredAt.After(since) {
+			since = r.RedeliveredAt
+		}
+		if !since.IsZero() {
+			oldest = max(oldest, now.Sub(since))
+		}
+		return true
+	})
+	if err != nil {
+		return // closing or recovering: no value this scrape
+	}
+	ch <- prometheus.MustNewConstMetric(descBacklogAge, prometheus.GaugeValue, oldest.Seconds())
+}
+
+var (
+	descACLInfo     = prometheus.NewDesc("chargeauth_acl_info", "Always 1; the version label is the loaded ACL's version (a hash of the file).", []string{"version"}, nil)
+	descACLEntries  = prometheus.NewDesc("chargeauth_acl_entries", "Entries in the loaded ACL.", nil, nil)
+	descACLLoadedAt = prometheus.NewDesc("chargeauth_acl_last_reload_success_timestamp_seconds", "When the ACL was last loaded successfully (unix seconds): at start, then at each good reload.", nil, nil)
+	descACLFailures = prometheus.NewDesc("chargeauth_acl_reload_failures_total", "ACL reloads that failed and kept the loaded ACL.", nil, nil)
+)
+
+// aclCollector reports the embedded authorization service's ACL.
+type aclCollector struct{ status func() authz.ACLStatus }
+
+func (c *aclCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descACLInfo, descACLEntries, descACLLoadedAt, descACLFailures} {
+		ch <- d
+	}
+}
+
+func (c *aclCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.status()
+	ch <- prometheus.MustNewConstMetric(descACLInfo, prometheus.GaugeValue, 1, st.Version)
+	ch <- prometheus.MustNewConstMetric(descACLEntries, prometheus.GaugeValue, float64(st.Entries))
+	ch <- prometheus.MustNewConstMetric(descACLLoadedAt, prometheus.GaugeValue, float64(st.LoadedAt.UnixNano())/1e9)
+	ch <- prometheus.MustNewConstMetric(descACLFailures, prometheus.CounterValue, float64(st.ReloadFailures))
 }

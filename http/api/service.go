@@ -84,6 +84,10 @@ type Config struct {
 	// authorization service) that callbacks must never reach, like the
 	// public and admin listeners. Default: none.
 	OwnAddrs []string
+	// ACLStatus reports the embedded authorization service's ACL for
+	// /metrics (authz.Server.ACLStatus). Default: nil, no ACL metrics (an
+	// external authorization service keeps its own).
+	ACLStatus func() authz.ACLStatus
 	// Logger. Default: slog.Default().
 	Logger *slog.Logger
 
@@ -197,6 +201,7 @@ func (s *Service) start() error {
 		return err
 	}
 	s.metrics = newMetrics(s.engine.Load, s.store)
+	s.metrics.registerOps(s)
 
 	s.adminSrv = &fasthttp.Server{
 		Handler: guardAdmin(cfg.AdminToken, newAdmin(s, s.metrics).handle), Name: "chargeauth-admin",
@@ -289,6 +294,18 @@ func (s *Service) Redeliver(id string) (session.Record, error) {
 		return session.Record{}, ErrNotReady
 	}
 	return e.Redeliver(id)
+}
+
+// errNotStarted: resume is not done yet, or the service is closing.
+var errNotStarted = errors.New("api: not started or closing")
+
+// readiness is what /readyz and chargeauth_ready report: nil when this
+// node should take traffic, else why not.
+func (s *Service) readiness() error {
+	if !s.ready.Load() {
+		return errNotStarted
+	}
+	return s.store.Health()
 }
 
 // ErrNotReady: the engine is still resuming; try again shortly.

@@ -14,10 +14,12 @@ import (
 func (s *Server) Reload(path string) error {
 	a, err := acl.Load(path)
 	if err != nil {
+		s.stats.failures.Add(1)
 		s.log.Error("ACL reload failed; keeping the loaded ACL", "path", path, "err", err,
 			"acl_version", s.acl.Load().Version())
 		return err
 	}
+	s.stats.loaded(time.Now()) // a successful reload, even of the same content
 	s.SetACL(a)
 	return nil
 }

@@ -82,3 +82,40 @@ func waitFor(t *testing.T, f func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// ACLStatus follows reloads: a good one changes the version and the load
+// time, a bad one counts a failure and changes neither.
+func TestACLStatusFollowsReloads(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "acl.json")
+	writeACL(t, path, "active")
+	a, err := acl.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	srv := NewServer(Config{ACL: a, Logger: debugLogger(&logBuffer{})})
+	st0 := srv.ACLStatus()
+	if st0.Version != a.Version() || st0.Entries != 1 || st0.ReloadFailures != 0 || st0.LoadedAt.Before(start.Add(-time.Second)) {
+		t.Fatalf("at start: %+v (want version %s, 1 entry, no failures, loaded now)", st0, a.Version())
+	}
+
+	writeACL(t, path, "blocked")
+	if err := srv.Reload(path); err != nil {
+		t.Fatal(err)
+	}
+	st1 := srv.ACLStatus()
+	if st1.Version == st0.Version || st1.LoadedAt.Before(st0.LoadedAt) || st1.ReloadFailures != 0 {
+		t.Fatalf("after a good reload: %+v, before %+v", st1, st0)
+	}
+
+	if err := os.WriteFile(path, []byte(`{"entries":[{"driver_token":"x","status":"maybe"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Reload(path); err == nil {
+		t.Fatal("Reload of an invalid file should fail")
+	}
+	st2 := srv.ACLStatus()
+	if st2.ReloadFailures != 1 || st2.Version != st1.Version || !st2.LoadedAt.Equal(st1.LoadedAt) {
+		t.Fatalf("after a bad reload: %+v, want 1 failure and %+v otherwise", st2, st1)
+	}
+}

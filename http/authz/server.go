@@ -60,6 +60,8 @@ type Server struct {
 	now func() time.Time
 	srv *fasthttp.Server
 
+	stats aclStats // for ACLStatus
+
 	mu struct {
 		sync.Mutex
 		closed    bool
@@ -72,6 +74,7 @@ func NewServer(cfg Config) *Server {
 	cfg.setDefaults()
 	s := &Server{log: cfg.Logger, now: cfg.now}
 	s.acl.Store(cfg.ACL)
+	s.stats.loaded(time.Now())
 	s.srv = &fasthttp.Server{
 		Handler:               s.Handler,
 		Name:                  "chargeauth-authz",
@@ -95,6 +98,7 @@ func (s *Server) SetACL(a *acl.ACL) {
 		return
 	}
 	old := s.acl.Swap(a)
+	s.stats.loaded(time.Now())
 	s.log.Info("authz: acl replaced", "old_version", old.Version(), "version", a.Version(), "entries", a.Len())
 }
 
