@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/google/uuid"
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/chargeauth/chargeauth/persistence"
@@ -101,6 +100,10 @@ type Config struct {
 	// Observe receives the engine's measurements (metrics). Default: none.
 	Observe Observer
 
+	// Node is this node's number, carried by every request id (NewID).
+	// Default: 0.
+	Node uint16
+
 	now func() time.Time // test-only clock
 }
 
@@ -187,6 +190,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("actors: authz breaker failures %d: must be at least 1", c.AuthzBreakerFailures)
 	case c.AuthzBreakerCooldown < time.Millisecond:
 		return fmt.Errorf("actors: authz breaker cooldown %v: must be at least 1ms", c.AuthzBreakerCooldown)
+	case c.Node > MaxNode:
+		return fmt.Errorf("actors: node number %d: more than %d", c.Node, MaxNode)
 	case c.MaxInflight < 1:
 		return fmt.Errorf("actors: max inflight %d: must be at least 1", c.MaxInflight)
 	case c.MaxBacklog < 0:
@@ -350,13 +355,13 @@ func (e *Engine) Accept(req session.Request) (session.Record, error) {
 	if max := e.cfg.MaxBacklog; max > 0 && e.Backlog() >= int64(max) {
 		return session.Record{}, ErrBacklogFull
 	}
-	id, err := uuid.NewV7()
+	id, err := NewID(e.cfg.Node)
 	if err != nil {
-		return session.Record{}, fmt.Errorf("actors: new id: %w", err)
+		return session.Record{}, err
 	}
 	now := e.cfg.now().UTC()
 	rec := session.Record{
-		ID:         id.String(),
+		ID:         id,
 		Request:    req,
 		AcceptedAt: now,
 		DecideBy:   now.Add(e.cfg.DecisionTimeout),
