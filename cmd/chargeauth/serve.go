@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -39,6 +38,8 @@ type serveFlags struct {
 	shutdownGrace, retention            time.Duration
 	minFreeDisk                         byteSize
 	logLevel, logFormat                 string
+	nodeID, peers, peerAdminURLs        string
+	drainDelay                          time.Duration
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -67,6 +68,10 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.retention, "retention", 168*time.Hour, "how long delivered and failed records are kept")
 	f.minFreeDisk = 256 << 20
 	fs.Var(&f.minFreeDisk, "min-free-disk", "free space under which accepts get 503")
+	fs.StringVar(&f.nodeID, "node-id", "", "this node's id in a fleet; its trailing number is carried by every request id (empty: the hostname)")
+	fs.StringVar(&f.peers, "peers", "", "the fleet's nodes, this one included, as id=public-base-URL,... (empty: a single node)")
+	fs.StringVar(&f.peerAdminURLs, "peer-admin-urls", "", "admin base URLs of peers, id=URL,... (default: each peer's host with this node's admin port)")
+	fs.DurationVar(&f.drainDelay, "drain-delay", 5*time.Second, "on SIGTERM/SIGINT, time /readyz answers 503 while the node still serves, before it stops")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or text")
 }
@@ -92,6 +97,7 @@ func (f *serveFlags) check() error {
 		{"shutdown-grace", f.shutdownGrace, f.shutdownGrace >= 0, "0 or more"},
 		{"retention", f.retention, f.retention > 0, "positive"},
 		{"acl-reload-interval", f.aclReloadInterval, f.aclReloadInterval >= 0, "0 or more"},
+		{"drain-delay", f.drainDelay, f.drainDelay >= 0, "0 or more"},
 	}
 	var errs []error
 	for _, r := range ranges {
@@ -124,6 +130,9 @@ func (f *serveFlags) check() error {
 		errs = append(errs, errors.New("--data-dir: must not be empty"))
 	}
 	if _, err := newLogger(io.Discard, f.logLevel, f.logFormat); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := f.fleet(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -176,9 +185,13 @@ func serve(args []string, stderr io.Writer) error {
 
 	// Before the service starts: a signal during its start (resume may
 	// take a while) then stops it once it is up, with exit 0.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	peers, _ := f.fleet() // checked above
 	svc, err := api.New(api.Config{
+		NodeID:                  f.nodeID,
+		Peers:                   peers,
 		Listen:                  f.listen,
 		AdminListen:             f.adminListen,
 		DataDir:                 f.dataDir,
@@ -209,7 +222,8 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	select {
-	case <-ctx.Done():
+	case <-sigs:
+		drain(svc, log, f.drainDelay, sigs)
 		log.Info("stopping", "grace", f.shutdownGrace.String())
 	case err := <-svc.Err():
 		log.Error("listener failed", "err", err)
@@ -217,6 +231,44 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	return svc.Close()
+}
+
+// drain turns /readyz 503 and keeps serving for delay, so that a load
+// balancer's health check takes the node out before it stops taking
+// requests. A second signal ends the drain at once.
+func drain(svc *api.Service, log *slog.Logger, delay time.Duration, sigs <-chan os.Signal) {
+	svc.Drain()
+	if delay <= 0 {
+		return
+	}
+	log.Info("draining: /readyz answers 503, requests are still served", "drain_delay", delay.String())
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-sigs:
+		log.Info("second signal: the drain ends now")
+	}
+}
+
+// fleet reads --node-id (the hostname when empty), --peers and
+// --peer-admin-urls, and checks them as the service will.
+func (f *serveFlags) fleet() ([]api.Peer, error) {
+	if f.nodeID == "" {
+		h, err := os.Hostname()
+		if err != nil && f.peers != "" {
+			return nil, fmt.Errorf("--node-id: empty and no hostname: %v", err)
+		}
+		f.nodeID = h
+	}
+	peers, err := api.ParsePeers(f.peers, f.peerAdminURLs)
+	if err != nil {
+		return nil, err
+	}
+	if err := api.CheckFleet(f.nodeID, peers); err != nil {
+		return nil, err
+	}
+	return peers, nil
 }
 
 // newLogger builds the JSON (or text) slog logger.

@@ -28,6 +28,7 @@ type front struct {
 	store   *persistence.Store
 	metrics *metrics
 	now     func() time.Time
+	fwd     *forwarder
 }
 
 func (f *front) handle(ctx *fasthttp.RequestCtx) {
@@ -147,10 +148,13 @@ func (f *front) get(ctx *fasthttp.RequestCtx, id string) {
 		writeFailed(ctx, failNotFound, nil)
 		return
 	}
-	rec, err := f.store.Get(strings.ToLower(id))
+	id = strings.ToLower(id)
+	rec, err := f.store.Get(id)
 	switch {
 	case errors.Is(err, persistence.ErrNotFound):
-		writeFailed(ctx, failNotFound, nil)
+		if !f.fwd.forward(ctx, id, sessionPath+"/"+id, false) {
+			writeFailed(ctx, failNotFound, nil)
+		}
 		return
 	case err != nil:
 		writeFailed(ctx, failClosing, nil)
