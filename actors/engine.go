@@ -343,6 +343,14 @@ func (e *Engine) System() *actor.ActorSystem { return e.system }
 // fsync) and only then hands it to the supervisor. The returned record is
 // durable when err is nil.
 func (e *Engine) Accept(req session.Request) (session.Record, error) {
+	return e.accept(req, func(rec *session.Record) (bool, error) {
+		return true, e.cfg.Store.Accept(rec)
+	})
+}
+
+// accept is Accept with the store write as write: it returns whether rec,
+// possibly replaced by write, is a new request for the supervisor.
+func (e *Engine) accept(req session.Request, write func(*session.Record) (bool, error)) (session.Record, error) {
 	e.mu.RLock()
 	if e.mu.stopping {
 		e.mu.RUnlock()
@@ -367,10 +375,16 @@ func (e *Engine) Accept(req session.Request) (session.Record, error) {
 		DecideBy:   now.Add(e.cfg.DecisionTimeout),
 		State:      session.StatePending,
 	}
-	if err := e.cfg.Store.Accept(&rec); err != nil {
+	isNew, err := write(&rec)
+	if err != nil && isNew {
 		return session.Record{}, err
 	}
-	e.system.Root.Send(e.supervisor, &Accepted{Record: rec})
+	if err != nil {
+		return rec, err // an earlier request write put in rec
+	}
+	if isNew {
+		e.system.Root.Send(e.supervisor, &Accepted{Record: rec})
+	}
 	return rec, nil
 }
 

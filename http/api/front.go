@@ -75,7 +75,10 @@ func (f *front) accept(ctx *fasthttp.RequestCtx) {
 		writeFailed(ctx, failInvalid, problems)
 		return
 	}
-	rec, err := f.engine.Accept(req)
+	rec, err := f.acceptWithKey(ctx, req)
+	if errors.Is(err, errAnswered) {
+		return
+	}
 	if err != nil {
 		kind := acceptFailure(err)
 		f.metrics.outcome("unavailable")

@@ -342,6 +342,7 @@ func (s *Service) retain() {
 			return
 		case <-t.C:
 		}
+		s.expireIdempotencyKeys(s.stopRetain)
 		for {
 			n, err := s.store.Expire(s.cfg.now().Add(-s.cfg.Retention), 1000)
 			if err != nil {
