@@ -3,10 +3,15 @@ package api_test
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/valyala/fasthttp"
 
@@ -14,25 +19,36 @@ import (
 	"github.com/chargeauth/chargeauth/http/api"
 )
 
-// freeAddr reserves a loopback port and releases it, for a peer list that
-// must name ports before the nodes start.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // twoNodes starts chargeauth-1 and chargeauth-2 as a fleet of two.
 // lookup, if set, resolves peer names (the peers are then named
-// "node-N.test").
+// "node-N.test"). The ports are reserved before the nodes start (--peers
+// names them): a port another test took meanwhile is tried again.
 func twoNodes(t *testing.T, lookup func(context.Context, string) ([]string, error)) (a, b *api.Service) {
 	t.Helper()
 	authz := startFakeAuthz(t, 0)
-	pubA, admA, pubB, admB := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	for attempt := 0; ; attempt++ {
+		a, b, err := tryTwoNodes(authz.URL, lookup)
+		if err == nil {
+			t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
+			return a, b
+		}
+		if !errors.Is(err, api.ErrListen) || attempt == 4 {
+			t.Fatal(err)
+		}
+	}
+}
+
+func tryTwoNodes(authzURL string, lookup func(context.Context, string) ([]string, error)) (a, b *api.Service, err error) {
+	var addrs [4]string
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, nil, err
+		}
+		addrs[i] = ln.Addr().String()
+		ln.Close()
+	}
+	pubA, admA, pubB, admB := addrs[0], addrs[1], addrs[2], addrs[3]
 	host := func(addr, name string) string {
 		if lookup == nil {
 			return addr
@@ -44,15 +60,25 @@ func twoNodes(t *testing.T, lookup func(context.Context, string) ([]string, erro
 		"chargeauth-1=http://"+host(pubA, "node-1.test")+", chargeauth-2=http://"+host(pubB, "node-2.test"),
 		"chargeauth-1=http://"+host(admA, "node-1.test")+",chargeauth-2=http://"+host(admB, "node-2.test"))
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
-	cfgA := api.Config{Listen: pubA, AdminListen: admA, AuthzURL: authz.URL, NodeID: "chargeauth-1", Peers: peers, AllowPrivateCallbacks: true}
-	cfgB := api.Config{Listen: pubB, AdminListen: admB, AuthzURL: authz.URL, NodeID: "chargeauth-2", Peers: peers, AllowPrivateCallbacks: true}
-	if lookup != nil {
-		api.SetLookupHost(&cfgA, lookup)
-		api.SetLookupHost(&cfgB, lookup)
+	cfg := func(id, pub, adm string) api.Config {
+		c := api.Config{Listen: pub, AdminListen: adm, AuthzURL: authzURL, NodeID: id, Peers: peers,
+			AllowPrivateCallbacks: true, FS: vfs.NewMem(), DataDir: "data", ShutdownGrace: time.Second,
+			Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))}
+		if lookup != nil {
+			api.SetLookupHost(&c, lookup)
+		}
+		return c
 	}
-	return startService(t, cfgA), startService(t, cfgB)
+	if a, err = api.New(cfg("chargeauth-1", pubA, admA)); err != nil {
+		return nil, nil, err
+	}
+	if b, err = api.New(cfg("chargeauth-2", pubB, admB)); err != nil {
+		_ = a.Close()
+		return nil, nil, err
+	}
+	return a, b, nil
 }
 
 func getWithHeader(t *testing.T, url, name, value string) response {
