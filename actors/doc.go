@@ -18,4 +18,28 @@
 // The package knows the store (persistence) and the domain (session), but
 // nothing of fasthttp: the authorization call and the callback POST come in
 // as functions (AuthorizeFunc, DeliverFunc) wired by the caller.
+//
+// # Request ids
+//
+// A request id is a UUIDv7 (RFC 9562) that names the node owning it
+// (NewID, NodeOf):
+//
+//	 0                   1                   2                   3
+//	 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//	|                           unix_ts_ms                          |
+//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//	|          unix_ts_ms           |  ver  |  rand_a (12 bit seq)  |
+//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//	|var|          node (14 bits)   |          rand_b (16 bits)     |
+//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//	|                       rand_b (32 bits)                        |
+//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//
+// In the text form the node is the fourth group minus 0x8000: node 0
+// writes ...-8000-..., node 2 ...-8002-..., node 16383 ...-bfff-.... RFC
+// 9562 leaves rand_b to the implementation; the id stays a valid UUIDv7,
+// time-ordered to the sub-millisecond by rand_a (a per-process sequence,
+// google/uuid), so ids of one process never repeat and ids of two nodes
+// never collide. The node number comes from --node-id (NodeNumber).
 package actors

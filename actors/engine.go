@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/google/uuid"
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/chargeauth/chargeauth/persistence"
@@ -105,6 +104,10 @@ type Config struct {
 	// Observe receives the engine's measurements (metrics). Default: none.
 	Observe Observer
 
+	// Node is this node's number, carried by every request id (NewID).
+	// Default: 0.
+	Node uint16
+
 	now func() time.Time // test-only clock
 }
 
@@ -185,6 +188,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("actors: authz breaker failures %d: must be at least 1", c.AuthzBreakerFailures)
 	case c.AuthzBreakerCooldown < time.Millisecond:
 		return fmt.Errorf("actors: authz breaker cooldown %v: must be at least 1ms", c.AuthzBreakerCooldown)
+	case c.Node > MaxNode:
+		return fmt.Errorf("actors: node number %d: more than %d", c.Node, MaxNode)
 	case c.MaxInflight < 1:
 		return fmt.Errorf("actors: max inflight %d: must be at least 1", c.MaxInflight)
 	case c.MaxBacklog < 0:
@@ -339,6 +344,14 @@ func (e *Engine) System() *actor.ActorSystem { return e.system }
 // fsync) and only then hands it to the supervisor. The returned record is
 // durable when err is nil.
 func (e *Engine) Accept(req session.Request) (session.Record, error) {
+	return e.accept(req, func(rec *session.Record) (bool, error) {
+		return true, e.cfg.Store.Accept(rec)
+	})
+}
+
+// accept is Accept with the store write as write: it returns whether rec,
+// possibly replaced by write, is a new request for the supervisor.
+func (e *Engine) accept(req session.Request, write func(*session.Record) (bool, error)) (session.Record, error) {
 	e.mu.RLock()
 	if e.mu.stopping {
 		e.mu.RUnlock()
@@ -351,22 +364,28 @@ func (e *Engine) Accept(req session.Request) (session.Record, error) {
 	if max := e.cfg.MaxBacklog; max > 0 && e.Backlog() >= int64(max) {
 		return session.Record{}, ErrBacklogFull
 	}
-	id, err := uuid.NewV7()
+	id, err := NewID(e.cfg.Node)
 	if err != nil {
-		return session.Record{}, fmt.Errorf("actors: new id: %w", err)
+		return session.Record{}, err
 	}
 	now := e.cfg.now().UTC()
 	rec := session.Record{
-		ID:         id.String(),
+		ID:         id,
 		Request:    req,
 		AcceptedAt: now,
 		DecideBy:   now.Add(e.cfg.DecisionTimeout),
 		State:      session.StatePending,
 	}
-	if err := e.cfg.Store.Accept(&rec); err != nil {
+	isNew, err := write(&rec)
+	if err != nil && isNew {
 		return session.Record{}, err
 	}
-	e.system.Root.Send(e.supervisor, &Accepted{Record: rec})
+	if err != nil {
+		return rec, err // an earlier request write put in rec
+	}
+	if isNew {
+		e.system.Root.Send(e.supervisor, &Accepted{Record: rec})
+	}
 	return rec, nil
 }
 

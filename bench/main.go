@@ -50,7 +50,7 @@ func main() {
 	flag.DurationVar(&o.authzDelay, "authz-delay", 0, "compare: the authorization service answers after this long (the service being protected is the bottleneck; accepts run ahead on disk)")
 	flag.BoolVar(&o.verbose, "v", false, "show the service's logs on stderr")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the chargeauth workload to this file")
-	flag.StringVar(&o.workload, "workload", "compare", "compare: the ceiling and chargeauth under the same load; burst: -burst requests at once, then the drain (burst.go)")
+	flag.StringVar(&o.workload, "workload", "compare", "compare: the ceiling and chargeauth under the same load; burst: -burst requests at once, then the drain (burst.go); fleet: 1 and 3 nodes behind HAProxy (fleet.go)")
 	flag.Int64Var(&o.burst, "burst", 100000, "burst: requests in the burst")
 	flag.DurationVar(&o.decisionTimeout, "decision-timeout", defaultBurstDecisionTimeout, "burst: chargeauth's decision timeout (long, so that nothing times out)")
 	flag.IntVar(&o.maxInflight, "max-inflight", 0, "burst: chargeauth's --max-inflight (0: its default)")
@@ -67,6 +67,8 @@ func main() {
 	switch o.workload {
 	case "compare":
 		err = run(o, os.Stdout)
+	case "fleet":
+		err = runFleet(o, os.Stdout)
 	case "burst":
 		if !set["drain-timeout"] {
 			o.drainTimeout = defaultBurstDrain
@@ -80,7 +82,7 @@ func main() {
 		}
 		err = runBurst(o, os.Stdout)
 	default:
-		fmt.Fprintf(os.Stderr, "bench: -workload %q: compare or burst\n", o.workload)
+		fmt.Fprintf(os.Stderr, "bench: -workload %q: compare, burst or fleet\n", o.workload)
 		os.Exit(2)
 	}
 	if err != nil {

@@ -36,7 +36,10 @@ type committer struct {
 // an empty key for a sync alone. Pooled with its buffers.
 type pendingWrite struct {
 	key, index, value []byte
-	done              chan error
+	// idemKey, if set, is an idempotency key written with the record
+	// (AcceptIdempotent): k/<key> -> idemValue, and kt/<at><key>.
+	idemKey, idemValue, idemTimeKey []byte
+	done                            chan error
 }
 
 var pendingWrites = sync.Pool{New: func() any { return &pendingWrite{done: make(chan error, 1)} }}
@@ -113,6 +116,14 @@ func (c *committer) commit(group []*pendingWrite) error {
 		}
 		if err := b.Set(w.index, nil, nil); err != nil {
 			return err
+		}
+		if len(w.idemKey) > 0 {
+			if err := b.Set(w.idemKey, w.idemValue, nil); err != nil {
+				return err
+			}
+			if err := b.Set(w.idemTimeKey, nil, nil); err != nil {
+				return err
+			}
 		}
 	}
 	if b.Empty() {

@@ -25,6 +25,7 @@ var serveDefaults = map[string]string{
 	"max-inflight": "10000", "max-backlog": "0", "shutdown-grace": "10s",
 	"retention": "168h0m0s", "min-free-disk": "256 MiB",
 	"log-level": "info", "log-format": "json", "admin-token-file": `""`,
+	"node-id": `""`, "peers": `""`, "peer-admin-urls": `""`, "drain-delay": "5s",
 }
 
 // The help lists every flag of serve with the default the design gives it

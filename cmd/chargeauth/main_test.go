@@ -121,6 +121,8 @@ type proc struct {
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(binary(t), args...)
+	// No drain unless a test asks for one (--drain-delay wins).
+	cmd.Env = append(os.Environ(), "CHARGEAUTH_DRAIN_DELAY=0")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -41,6 +41,8 @@ type serveFlags struct {
 	minFreeDisk                       byteSize
 	logLevel, logFormat               string
 	adminTokenFile                    string
+	nodeID, peers, peerAdminURLs      string
+	drainDelay                        time.Duration
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -70,6 +72,10 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	f.minFreeDisk = 256 << 20
 	fs.Var(&f.minFreeDisk, "min-free-disk", "free space under which accepts get 503")
 	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "file holding the admin API's bearer token (or set CHARGEAUTH_ADMIN_TOKEN); required when --admin-listen is not loopback")
+	fs.StringVar(&f.nodeID, "node-id", "", "this node's id in a fleet; its trailing number is carried by every request id (empty: the hostname)")
+	fs.StringVar(&f.peers, "peers", "", "the fleet's nodes, this one included, as id=public-base-URL,... (empty: a single node)")
+	fs.StringVar(&f.peerAdminURLs, "peer-admin-urls", "", "admin base URLs of peers, id=URL,... (default: each peer's host with this node's admin port)")
+	fs.DurationVar(&f.drainDelay, "drain-delay", 5*time.Second, "on SIGTERM/SIGINT, time /readyz answers 503 while the node still serves, before it stops")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or text")
 }
@@ -93,6 +99,7 @@ func (f *serveFlags) check() error {
 		{"shutdown-grace", f.shutdownGrace, f.shutdownGrace >= 0, "0 or more"},
 		{"retention", f.retention, f.retention > 0, "positive"},
 		{"acl-reload-interval", f.aclReloadInterval, f.aclReloadInterval >= 0, "0 or more"},
+		{"drain-delay", f.drainDelay, f.drainDelay >= 0, "0 or more"},
 	}
 	var errs []error
 	for _, r := range ranges {
@@ -127,6 +134,9 @@ func (f *serveFlags) check() error {
 	if _, err := newLogger(io.Discard, f.logLevel, f.logFormat); err != nil {
 		errs = append(errs, err)
 	}
+	if _, err := f.fleet(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -159,7 +169,7 @@ func serve(args []string, stderr io.Writer) error {
 	log.Debug("runtime", "gomaxprocs", procs, "cpus", runtime.NumCPU())
 
 	authzURL := f.authzURL
-	var ownAddrs []string // listeners of this process callbacks must not reach
+	var ownAddrs []string                // listeners of this process callbacks must not reach
 	var aclStatus func() authz.ACLStatus // for /metrics; nil with an external service
 	if authzURL == "" {
 		a := acl.Sample()
@@ -193,9 +203,13 @@ func serve(args []string, stderr io.Writer) error {
 
 	// Before the service starts: a signal during its start (resume may
 	// take a while) then stops it once it is up, with exit 0.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	peers, _ := f.fleet() // checked above
 	svc, err := api.New(api.Config{
+		NodeID:                  f.nodeID,
+		Peers:                   peers,
 		Listen:                  f.listen,
 		AdminListen:             f.adminListen,
 		DataDir:                 f.dataDir,
@@ -228,7 +242,8 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	select {
-	case <-ctx.Done():
+	case <-sigs:
+		drain(svc, log, f.drainDelay, sigs)
 		log.Info("stopping", "grace", f.shutdownGrace.String())
 	case err := <-svc.Err():
 		log.Error("listener failed", "err", err)
@@ -300,6 +315,44 @@ func requireLoopback(addr string) error {
 		return nil
 	}
 	return fmt.Errorf("--admin-listen %s: %s, and no admin token is set: the admin API (sessions, redeliver) would be open to anyone who reaches it; set --admin-token-file or %s, or listen on loopback (127.0.0.1)", addr, why, adminTokenEnv)
+}
+
+// drain turns /readyz 503 and keeps serving for delay, so that a load
+// balancer's health check takes the node out before it stops taking
+// requests. A second signal ends the drain at once.
+func drain(svc *api.Service, log *slog.Logger, delay time.Duration, sigs <-chan os.Signal) {
+	svc.Drain()
+	if delay <= 0 {
+		return
+	}
+	log.Info("draining: /readyz answers 503, requests are still served", "drain_delay", delay.String())
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-sigs:
+		log.Info("second signal: the drain ends now")
+	}
+}
+
+// fleet reads --node-id (the hostname when empty), --peers and
+// --peer-admin-urls, and checks them as the service will.
+func (f *serveFlags) fleet() ([]api.Peer, error) {
+	if f.nodeID == "" {
+		h, err := os.Hostname()
+		if err != nil && f.peers != "" {
+			return nil, fmt.Errorf("--node-id: empty and no hostname: %v", err)
+		}
+		f.nodeID = h
+	}
+	peers, err := api.ParsePeers(f.peers, f.peerAdminURLs)
+	if err != nil {
+		return nil, err
+	}
+	if err := api.CheckFleet(f.nodeID, peers); err != nil {
+		return nil, err
+	}
+	return peers, nil
 }
 
 // newLogger builds the JSON (or text) slog logger.

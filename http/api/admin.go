@@ -197,7 +197,9 @@ func (a *admin) get(ctx *fasthttp.RequestCtx, id string) {
 	rec, err := a.svc.store.Get(id)
 	switch {
 	case errors.Is(err, persistence.ErrNotFound):
-		writeFailed(ctx, failNotFound, nil)
+		if !a.svc.fwd.forward(ctx, id, "/sessions/"+id, true) {
+			writeFailed(ctx, failNotFound, nil)
+		}
 	case err != nil:
 		writeFailed(ctx, failClosing, nil)
 	default:

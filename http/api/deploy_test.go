@@ -33,8 +33,7 @@ const (
 // notYetServed are names the deploy files may use before this branch serves
 // them, each with the change that adds it. Remove a name once it is served:
 // the test then checks it like every other.
-var notYetServed = map[string]string{
-}
+var notYetServed = map[string]string{}
 
 var metricName = regexp.MustCompile(`chargeauth_[a-z0-9_]*[a-z0-9]`)
 

@@ -31,6 +31,8 @@ const (
 	failStorageFault
 	failNotReady
 	failStore
+	failOwnerUnreachable
+	failIdempotencyMismatch
 
 	numFailures // not a kind: the count, for the table and its test
 )
@@ -42,21 +44,23 @@ var failures = [numFailures]struct {
 	message    string
 	retryAfter int
 }{
-	failInvalid:         {fasthttp.StatusBadRequest, "", 0}, // the message lists the field errors
-	failNotFound:        {fasthttp.StatusNotFound, "request not found", 0},
-	failNoEndpoint:      {fasthttp.StatusNotFound, "no such endpoint", 0},
-	failMethod:          {fasthttp.StatusMethodNotAllowed, "method not allowed", 0},
-	failTooLarge:        {fasthttp.StatusRequestEntityTooLarge, "body is larger than 16 KiB", 0},
-	failMediaType:       {fasthttp.StatusUnsupportedMediaType, "content type must be application/json", 0},
-	failHeadersTooLarge: {fasthttp.StatusRequestHeaderFieldsTooLarge, "request headers are larger than 8 KiB", 0},
-	failFraming:         {fasthttp.StatusBadRequest, "Content-Length and Transfer-Encoding must not both be sent", 0},
-	failUnauthorized:    {fasthttp.StatusUnauthorized, "missing or wrong bearer token (Authorization: Bearer <admin token>)", 0},
-	failClosing:         {fasthttp.StatusServiceUnavailable, "service is shutting down; nothing was accepted", 1},
-	failDiskFull:        {fasthttp.StatusServiceUnavailable, "storage is full; nothing was accepted", 5},
-	failBacklogFull:     {fasthttp.StatusServiceUnavailable, "too many requests are waiting; nothing was accepted", 1},
-	failStorageFault:    {fasthttp.StatusServiceUnavailable, "storage failed and is recovering; nothing was accepted", 1},
-	failNotReady:        {fasthttp.StatusServiceUnavailable, "service is still starting; nothing was done", 1},
-	failStore:           {fasthttp.StatusServiceUnavailable, "cannot persist the request; nothing was accepted", 1},
+	failInvalid:             {fasthttp.StatusBadRequest, "", 0}, // the message lists the field errors
+	failNotFound:            {fasthttp.StatusNotFound, "request not found", 0},
+	failNoEndpoint:          {fasthttp.StatusNotFound, "no such endpoint", 0},
+	failMethod:              {fasthttp.StatusMethodNotAllowed, "method not allowed", 0},
+	failTooLarge:            {fasthttp.StatusRequestEntityTooLarge, "body is larger than 16 KiB", 0},
+	failMediaType:           {fasthttp.StatusUnsupportedMediaType, "content type must be application/json", 0},
+	failHeadersTooLarge:     {fasthttp.StatusRequestHeaderFieldsTooLarge, "request headers are larger than 8 KiB", 0},
+	failFraming:             {fasthttp.StatusBadRequest, "Content-Length and Transfer-Encoding must not both be sent", 0},
+	failUnauthorized:        {fasthttp.StatusUnauthorized, "missing or wrong bearer token (Authorization: Bearer <admin token>)", 0},
+	failClosing:             {fasthttp.StatusServiceUnavailable, "service is shutting down; nothing was accepted", 1},
+	failDiskFull:            {fasthttp.StatusServiceUnavailable, "storage is full; nothing was accepted", 5},
+	failBacklogFull:         {fasthttp.StatusServiceUnavailable, "too many requests are waiting; nothing was accepted", 1},
+	failStorageFault:        {fasthttp.StatusServiceUnavailable, "storage failed and is recovering; nothing was accepted", 1},
+	failNotReady:            {fasthttp.StatusServiceUnavailable, "service is still starting; nothing was done", 1},
+	failStore:               {fasthttp.StatusServiceUnavailable, "cannot persist the request; nothing was accepted", 1},
+	failOwnerUnreachable:    {fasthttp.StatusServiceUnavailable, "the node that owns this request does not answer; try again", ownerRetryAfter},
+	failIdempotencyMismatch: {fasthttp.StatusUnprocessableEntity, "Idempotency-Key was used by an earlier request with a different body", 0},
 }
 
 // acceptFailure classifies an error from Engine.Accept.

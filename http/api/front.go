@@ -28,6 +28,7 @@ type front struct {
 	store   *persistence.Store
 	metrics *metrics
 	now     func() time.Time
+	fwd     *forwarder
 }
 
 func (f *front) handle(ctx *fasthttp.RequestCtx) {
@@ -74,7 +75,10 @@ func (f *front) accept(ctx *fasthttp.RequestCtx) {
 		writeFailed(ctx, failInvalid, problems)
 		return
 	}
-	rec, err := f.engine.Accept(req)
+	rec, err := f.acceptWithKey(ctx, req)
+	if errors.Is(err, errAnswered) {
+		return
+	}
 	if err != nil {
 		kind := acceptFailure(err)
 		f.metrics.outcome("unavailable")
@@ -147,10 +151,13 @@ func (f *front) get(ctx *fasthttp.RequestCtx, id string) {
 		writeFailed(ctx, failNotFound, nil)
 		return
 	}
-	rec, err := f.store.Get(strings.ToLower(id))
+	id = strings.ToLower(id)
+	rec, err := f.store.Get(id)
 	switch {
 	case errors.Is(err, persistence.ErrNotFound):
-		writeFailed(ctx, failNotFound, nil)
+		if !f.fwd.forward(ctx, id, sessionPath+"/"+id, false) {
+			writeFailed(ctx, failNotFound, nil)
+		}
 		return
 	case err != nil:
 		writeFailed(ctx, failClosing, nil)

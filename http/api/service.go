@@ -91,10 +91,19 @@ type Config struct {
 	// Logger. Default: slog.Default().
 	Logger *slog.Logger
 
+	// NodeID names this node in a fleet; its node number (the trailing
+	// number of the id, see actors.NodeNumber) is carried by every request
+	// id. Default: "" (node number 0; required with Peers).
+	NodeID string
+	// Peers are the nodes of the fleet, this one included. A GET of an id
+	// owned by another of them is forwarded there once. Default: none.
+	Peers []Peer
+
 	// FS is the store's filesystem (tests: vfs.NewMem()). Default: vfs.Default.
 	FS vfs.FS
 
-	now func() time.Time // test-only clock
+	now        func() time.Time                                // test-only clock
+	lookupHost func(context.Context, string) ([]string, error) // test-only resolver of peer names
 }
 
 func (c *Config) setDefaults() {
@@ -132,7 +141,8 @@ func (c *Config) Validate() error {
 	case c.Retention < 0:
 		return fmt.Errorf("api: retention %v: must not be negative", c.Retention)
 	}
-	return nil
+	_, err := checkFleet(c.NodeID, c.Peers)
+	return err
 }
 
 // ErrListen marks a listener that could not be bound (address in use, bad
@@ -150,6 +160,8 @@ type Service struct {
 	publicLn, adminLn net.Listener
 	public, adminSrv  *fasthttp.Server
 	metrics           *metrics
+	node              uint16     // this node's number (NodeID)
+	fwd               *forwarder // GETs of ids other nodes own
 
 	serveErr   chan error
 	stopRetain chan struct{}
@@ -169,6 +181,8 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger, serveErr: make(chan error, 2),
 		stopRetain: make(chan struct{}), retainDone: make(chan struct{})}
+	s.node, _ = checkFleet(cfg.NodeID, cfg.Peers) // checked by Validate
+	s.fwd = newForwarder(cfg.NodeID, s.node, cfg.Peers, cfg.AdminListen, cfg.lookupHost)
 	var err error
 	if s.publicLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("%w %s: %v", ErrListen, cfg.Listen, err)
@@ -243,13 +257,14 @@ func (s *Service) start() error {
 		CallbackMaxAge:          cfg.CallbackMaxAge,
 		CallbackHostConcurrency: cfg.CallbackHostConcurrency,
 		Observe:                 s.metrics.observer(),
+		Node:                    s.node,
 	})
 	if err != nil {
 		return err
 	}
 	s.engine.Store(engine)
 
-	f := &front{engine: engine, store: s.store, metrics: s.metrics, now: cfg.now}
+	f := &front{engine: engine, store: s.store, metrics: s.metrics, now: cfg.now, fwd: s.fwd}
 	s.public = &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) {
 			if rejectAmbiguousFraming(ctx) {
@@ -314,6 +329,13 @@ var ErrNotReady = errors.New("api: not ready")
 // Err delivers a listener's serve error, if one stops unexpectedly.
 func (s *Service) Err() <-chan error { return s.serveErr }
 
+// Drain turns /readyz to 503 while the node goes on serving: the first
+// step of a graceful stop, so that a load balancer takes the node out of
+// its rotation before Close stops the listeners.
+func (s *Service) Drain() {
+	s.ready.Store(false)
+}
+
 // Close stops taking requests (readiness goes 503 first), lets in-flight
 // work finish for up to ShutdownGrace, stops the engine, closes the store,
 // and last the admin listener.
@@ -349,6 +371,7 @@ func (s *Service) retain() {
 			return
 		case <-t.C:
 		}
+		s.expireIdempotencyKeys(s.stopRetain)
 		for {
 			n, err := s.store.Expire(s.cfg.now().Add(-s.cfg.Retention), 1000)
 			if err != nil {
