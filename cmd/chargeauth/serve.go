@@ -171,6 +171,7 @@ func serve(args []string, stderr io.Writer) error {
 	authzURL := f.authzURL
 	var ownAddrs []string                // listeners of this process callbacks must not reach
 	var aclStatus func() authz.ACLStatus // for /metrics; nil with an external service
+	var aclReload func() error           // the console's "Reload ACL"; nil without an --acl file
 	if authzURL == "" {
 		a := acl.Sample()
 		if f.aclPath != "" {
@@ -193,6 +194,7 @@ func serve(args []string, stderr io.Writer) error {
 		aclStatus = srv.ACLStatus
 		if f.aclPath != "" {
 			defer reloadACL(srv, f.aclPath, f.aclReloadInterval)()
+			aclReload = func() error { return srv.Reload(f.aclPath) }
 		}
 		authzURL = "http://" + ln.Addr().String()
 		ownAddrs = append(ownAddrs, ln.Addr().String())
@@ -234,6 +236,7 @@ func serve(args []string, stderr io.Writer) error {
 		OwnAddrs:                ownAddrs,
 		Logger:                  log,
 		ACLStatus:               aclStatus,
+		ReloadACL:               aclReload,
 	})
 	if errors.Is(err, api.ErrListen) {
 		return usageError("%v", err)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
+	"github.com/chargeauth/chargeauth/http/console"
 	"github.com/chargeauth/chargeauth/persistence"
 	"github.com/chargeauth/chargeauth/session"
 )
@@ -22,19 +24,44 @@ type admin struct {
 	svc     *Service
 	ready   *atomic.Bool
 	metrics fasthttp.RequestHandler
+	console *console.Console
 }
 
-func newAdmin(svc *Service, m *metrics) *admin {
+func newAdmin(svc *Service, m *metrics) (*admin, error) {
+	cfg := &svc.cfg
+	con, err := console.New(console.Config{
+		Token: cfg.AdminToken, Gatherer: m.reg, Health: svc.readiness, Logger: cfg.Logger,
+		Disk: func() (free, total uint64, err error) {
+			u, err := cfg.FS.GetDiskUsage(cfg.DataDir)
+			return u.AvailBytes, u.TotalBytes, err
+		},
+		Redeliver: svc.Redeliver,
+		Failed: func(since, until time.Time, host string, limit int) ([]string, error) {
+			recs, _, err := svc.listSessions(listFilter{State: session.StateFailed, Since: since, Until: until, Host: host}, "", limit)
+			ids := make([]string, len(recs))
+			for i, r := range recs {
+				ids[i] = r.ID
+			}
+			return ids, err
+		},
+		ReloadACL: cfg.ReloadACL,
+	})
+	if err != nil {
+		return nil, err
+	}
 	return &admin{
 		svc:     svc,
 		ready:   &svc.ready,
 		metrics: fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})),
-	}
+		console: con,
+	}, nil
 }
 
 func (a *admin) handle(ctx *fasthttp.RequestCtx) {
 	path := string(ctx.Path())
 	switch {
+	case console.Owns(path):
+		a.console.Handle(ctx)
 	case path == "/healthz":
 		writeJSON(ctx, fasthttp.StatusOK, map[string]string{"status": "ok"})
 	case path == "/readyz":
@@ -99,26 +126,37 @@ func adminView(rec session.Record) adminRecord {
 	return adminRecord{Record: rec, DriverToken: session.MaskToken(rec.DriverToken), Transitions: tr}
 }
 
-// list answers GET /sessions?state=&station_id=&since=&limit=&cursor=:
-// newest first; next_cursor (when present) fetches the next page.
+// list answers GET
+// /sessions?state=&station_id=&callback_host=&since=&until=&limit=&cursor=:
+// newest first; next_cursor (when present) fetches the next page. since and
+// until bound accepted_at (since inclusive, until exclusive); callback_host
+// matches the callback URL's host name, without the port, in any case.
 func (a *admin) list(ctx *fasthttp.RequestCtx) {
 	args := ctx.QueryArgs()
 	var problems []session.FieldError
-	state := session.State(args.Peek("state"))
-	if state != "" && !state.Valid() {
+	f := listFilter{State: session.State(args.Peek("state"))}
+	if f.State != "" && !f.State.Valid() {
 		problems = append(problems, session.FieldError{Field: "state", Message: "state must be pending, decided, delivered or failed"})
 	}
-	station := strings.ToLower(string(args.Peek("station_id")))
-	if station != "" && !session.IsUUID(station) {
+	f.Station = strings.ToLower(string(args.Peek("station_id")))
+	if f.Station != "" && !session.IsUUID(f.Station) {
 		problems = append(problems, session.FieldError{Field: "station_id", Message: "station_id must be a UUID"})
 	}
-	var since time.Time
-	if v := args.Peek("since"); len(v) > 0 {
-		t, err := parseSince(string(v), a.svc.cfg.now())
-		if err != nil {
-			problems = append(problems, session.FieldError{Field: "since", Message: err.Error()})
+	f.Host = strings.ToLower(strings.TrimSpace(string(args.Peek("callback_host"))))
+	if len(f.Host) > 253 {
+		problems = append(problems, session.FieldError{Field: "callback_host", Message: "callback_host must be a host name of at most 253 characters"})
+	}
+	for _, b := range []struct {
+		name string
+		to   *time.Time
+	}{{"since", &f.Since}, {"until", &f.Until}} {
+		if v := args.Peek(b.name); len(v) > 0 {
+			t, err := parseSince(string(v), a.svc.cfg.now())
+			if err != nil {
+				problems = append(problems, session.FieldError{Field: b.name, Message: b.name + " must be an RFC 3339 time or a duration such as 1h"})
+			}
+			*b.to = t
 		}
-		since = t
 	}
 	limit := 100
 	if v := args.Peek("limit"); len(v) > 0 {
@@ -139,18 +177,60 @@ func (a *admin) list(ctx *fasthttp.RequestCtx) {
 		writeFailed(ctx, failInvalid, problems)
 		return
 	}
+	recs, next, err := a.svc.listSessions(f, cursor, limit)
+	if err != nil {
+		writeFailed(ctx, failClosing, nil)
+		return
+	}
+	out := make([]adminRecord, len(recs))
+	for i, r := range recs {
+		out[i] = adminView(r)
+	}
+	body := map[string]any{"sessions": out, "count": len(out)}
+	if next != "" {
+		body["next_cursor"] = next
+	}
+	writeJSON(ctx, fasthttp.StatusOK, body)
+}
 
-	// Page through the store newest first, filtering, until the page is
-	// full, the records are older than since, or the store is exhausted.
-	// At most 100000 records are read for one page.
-	out := make([]adminRecord, 0, min(limit, 1000))
-	next, read := "", 0
+// listFilter selects records for the admin list (and the console's bulk
+// redelivery); its zero value selects every record.
+type listFilter struct {
+	State        session.State
+	Station      string    // lower case; "" for any
+	Host         string    // the callback URL's host name, lower case; "" for any
+	Since, Until time.Time // accepted_at in [Since, Until); zero for no bound
+}
+
+func (f *listFilter) match(r session.Record) bool {
+	if !f.Until.IsZero() && !r.AcceptedAt.Before(f.Until) {
+		return false
+	}
+	if f.Station != "" && !strings.EqualFold(r.StationID, f.Station) {
+		return false
+	}
+	if f.Host != "" {
+		u, err := url.Parse(r.CallbackURL)
+		if err != nil || !strings.EqualFold(u.Hostname(), f.Host) {
+			return false
+		}
+	}
+	return true
+}
+
+// listSessions pages through the store newest first from cursor (an id;
+// "" for the newest), filtering, until limit records matched, the records
+// are older than f.Since, or the store is exhausted. At most 100000 records
+// are read for one page; next is where the following page starts ("" when
+// there is none).
+func (s *Service) listSessions(f listFilter, cursor string, limit int) (out []session.Record, next string, err error) {
+	out = make([]session.Record, 0, min(limit, 1000))
+	read := 0
 	const page = 500
 	for done := false; !done && len(out) < limit && read < 100000; {
-		recs, err := a.svc.store.List(state, cursor, page)
+		recs, err := s.store.List(f.State, cursor, page)
 		if err != nil {
-			writeFailed(ctx, failClosing, nil)
-			return
+			return nil, "", err
 		}
 		read += len(recs)
 		if len(recs) < page {
@@ -158,14 +238,14 @@ func (a *admin) list(ctx *fasthttp.RequestCtx) {
 		}
 		for _, r := range recs {
 			cursor = r.ID
-			if !since.IsZero() && r.AcceptedAt.Before(since) {
+			if !f.Since.IsZero() && r.AcceptedAt.Before(f.Since) {
 				done = true
 				break
 			}
-			if station != "" && !strings.EqualFold(r.StationID, station) {
+			if !f.match(r) {
 				continue
 			}
-			out = append(out, adminView(r))
+			out = append(out, r)
 			if len(out) == limit {
 				next = r.ID
 				break
@@ -175,11 +255,7 @@ func (a *admin) list(ctx *fasthttp.RequestCtx) {
 	if next == "" && read >= 100000 {
 		next = cursor // the scan budget ran out: go on from here
 	}
-	body := map[string]any{"sessions": out, "count": len(out)}
-	if next != "" {
-		body["next_cursor"] = next
-	}
-	writeJSON(ctx, fasthttp.StatusOK, body)
+	return out, next, nil
 }
 
 // parseSince reads an RFC 3339 time or a duration before now ("1h").

@@ -6,6 +6,8 @@ import (
 	"crypto/subtle"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/chargeauth/chargeauth/http/console"
 )
 
 // rejectAmbiguousFraming answers 400 to a request that carried both
@@ -56,10 +58,12 @@ func hasBothLengths(raw []byte) bool {
 
 // guardAdmin wraps the admin handler: it rejects ambiguous framing, and
 // when token is set, every path but
-// /healthz, /readyz and /metrics needs "Authorization: Bearer <token>".
+// /healthz, /readyz and /metrics needs "Authorization: Bearer <token>",
+// except the console's (which asks for a login itself) and a GET that
+// readOK accepts (a console session cookie).
 // The presented token is compared in constant time (as SHA-256 digests, so
 // that its length does not show either), and never logged.
-func guardAdmin(token string, h fasthttp.RequestHandler) fasthttp.RequestHandler {
+func guardAdmin(token string, readOK func(*fasthttp.RequestCtx) bool, h fasthttp.RequestHandler) fasthttp.RequestHandler {
 	want := sha256.Sum256([]byte(token))
 	return func(ctx *fasthttp.RequestCtx) {
 		if rejectAmbiguousFraming(ctx) {
@@ -74,7 +78,11 @@ func guardAdmin(token string, h fasthttp.RequestHandler) fasthttp.RequestHandler
 			h(ctx)
 			return
 		}
-		if !bearerMatches(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization), want) {
+		if console.Owns(string(ctx.Path())) {
+			h(ctx)
+			return
+		}
+		if !bearerMatches(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization), want) && !readOK(ctx) {
 			writeFailed(ctx, failUnauthorized, nil)
 			ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, "Bearer")
 			return

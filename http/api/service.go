@@ -88,6 +88,10 @@ type Config struct {
 	// /metrics (authz.Server.ACLStatus). Default: nil, no ACL metrics (an
 	// external authorization service keeps its own).
 	ACLStatus func() authz.ACLStatus
+	// ReloadACL reloads the embedded authorization service's ACL file now
+	// (the console's "Reload ACL"). Default: nil, no reload from the
+	// console (no --acl file, or an external authorization service).
+	ReloadACL func() error
 	// Logger. Default: slog.Default().
 	Logger *slog.Logger
 
@@ -160,6 +164,7 @@ type Service struct {
 	publicLn, adminLn net.Listener
 	public, adminSrv  *fasthttp.Server
 	metrics           *metrics
+	admin             *admin
 	node              uint16     // this node's number (NodeID)
 	fwd               *forwarder // GETs of ids other nodes own
 
@@ -197,6 +202,9 @@ func New(cfg Config) (*Service, error) {
 		if s.adminSrv != nil {
 			_ = s.adminSrv.Shutdown()
 		}
+		if s.admin != nil {
+			s.admin.console.Close()
+		}
 		if s.store != nil {
 			_ = s.store.Close()
 		}
@@ -217,8 +225,11 @@ func (s *Service) start() error {
 	s.metrics = newMetrics(s.engine.Load, s.store)
 	s.metrics.registerOps(s)
 
+	if s.admin, err = newAdmin(s, s.metrics); err != nil {
+		return err
+	}
 	s.adminSrv = &fasthttp.Server{
-		Handler: guardAdmin(cfg.AdminToken, newAdmin(s, s.metrics).handle), Name: "chargeauth-admin",
+		Handler: guardAdmin(cfg.AdminToken, s.admin.console.AuthorizeRead, s.admin.handle), Name: "chargeauth-admin",
 		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute,
 		ReadBufferSize: MaxHeaderSize, ErrorHandler: s.framingError,
 		SecureErrorLogMessage: true, Logger: slogPrintf(s.log),
@@ -352,6 +363,7 @@ func (s *Service) Close() error {
 		<-s.retainDone
 		s.closeErr = s.store.Close()
 		_ = s.adminSrv.Shutdown()
+		s.admin.console.Close()
 		s.log.Info("stopped")
 	})
 	return s.closeErr
