@@ -242,7 +242,7 @@ func TestAdminBearerToken(t *testing.T) {
 	}
 	routes := []struct{ method, path string }{
 		{"GET", "/sessions"}, {"GET", "/sessions/" + id}, {"POST", "/sessions/" + id + "/redeliver"},
-		{"GET", "/openapi.json"}, {"GET", "/"}, {"GET", "/nowhere"}, {"GET", "/healthz/"},
+		{"GET", "/openapi.json"}, {"GET", "/console/api/overview"}, {"GET", "/nowhere"}, {"GET", "/healthz/"},
 	}
 	for _, rt := range routes {
 		for _, auth := range []string{"", "Bearer", "Bearer ", "Bearer wrong", "Bearer " + token + "x", "Bearer " + token[:len(token)-1], "Basic " + token, token} {
@@ -255,6 +255,10 @@ func TestAdminBearerToken(t *testing.T) {
 				t.Errorf("401 body %s: want the failed shape", r.body)
 			}
 		}
+	}
+	// The console's pages ask for a login instead (see console_test.go).
+	if r := doAuth(t, "GET", base+"/", ""); r.code != 303 {
+		t.Errorf("GET / without a token: %d, want 303 to the console's login", r.code)
 	}
 	for _, auth := range []string{"Bearer " + token, "bearer " + token, "BEARER  " + token} {
 		if r := doAuth(t, "GET", base+"/sessions", auth); r.code != 200 {

@@ -67,6 +67,7 @@ func (c *Console) api(ctx *fasthttp.RequestCtx, name string) {
 	ctx.Response.Header.Set("Cache-Control", "no-store")
 	who, ok := c.who(ctx)
 	if !ok {
+		ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, "Bearer")
 		writeError(ctx, fasthttp.StatusUnauthorized, "log in again: the console session is missing or expired")
 		return
 	}

@@ -127,6 +127,7 @@ func New(cfg Config) (*Console, error) {
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+	c.sampler.take() // the first sample, before New returns
 	go c.sample()
 	return c, nil
 }
@@ -142,7 +143,6 @@ func (c *Console) Close() {
 
 func (c *Console) sample() {
 	defer close(c.done)
-	c.sampler.take()
 	t := time.NewTicker(c.cfg.SampleEvery)
 	defer t.Stop()
 	for {
@@ -181,7 +181,7 @@ func (c *Console) Handle(ctx *fasthttp.RequestCtx) {
 	p := string(ctx.Path())
 	switch {
 	case p == "/" || p == "/console":
-		ctx.Redirect("/console/", fasthttp.StatusSeeOther)
+		redirect(ctx, "/console/")
 	case p == "/console/login":
 		c.handleLogin(ctx)
 	case p == "/console/logout":
@@ -190,14 +190,14 @@ func (c *Console) Handle(ctx *fasthttp.RequestCtx) {
 		c.serveAsset(ctx, strings.TrimPrefix(p, "/console/assets/"))
 	case p == "/console/":
 		if _, ok := c.who(ctx); !ok {
-			ctx.Redirect("/console/login", fasthttp.StatusSeeOther)
+			redirect(ctx, "/console/login")
 			return
 		}
 		c.serveFile(ctx, "index.html")
 	case strings.HasPrefix(p, "/console/api/"):
 		c.api(ctx, strings.TrimPrefix(p, "/console/api/"))
 	default:
-		ctx.Redirect("/console/", fasthttp.StatusSeeOther)
+		redirect(ctx, "/console/")
 	}
 }
 
@@ -211,7 +211,7 @@ var contentTypes = map[string]string{
 // serveAsset serves a file of assets/ but the pages (which need a login).
 func (c *Console) serveAsset(ctx *fasthttp.RequestCtx, name string) {
 	if path.Ext(name) == ".html" || !fs.ValidPath(name) {
-		ctx.Error("not found", fasthttp.StatusNotFound)
+		plain(ctx, fasthttp.StatusNotFound, "not found")
 		return
 	}
 	c.serveFile(ctx, name)
@@ -221,12 +221,12 @@ func (c *Console) serveFile(ctx *fasthttp.RequestCtx, name string) {
 	b, err := fs.ReadFile(c.static, name)
 	ct, known := contentTypes[path.Ext(name)]
 	if err != nil || !known {
-		ctx.Error("not found", fasthttp.StatusNotFound)
+		plain(ctx, fasthttp.StatusNotFound, "not found")
 		return
 	}
 	if !ctx.IsGet() && !ctx.IsHead() {
 		ctx.Response.Header.Set("Allow", "GET")
-		ctx.Error("method not allowed", fasthttp.StatusMethodNotAllowed)
+		plain(ctx, fasthttp.StatusMethodNotAllowed, "method not allowed")
 		return
 	}
 	if path.Ext(name) != ".html" {
@@ -314,7 +314,7 @@ type loginPage struct {
 
 func (c *Console) handleLogin(ctx *fasthttp.RequestCtx) {
 	if _, ok := c.who(ctx); ok && !ctx.IsPost() {
-		ctx.Redirect("/console/", fasthttp.StatusSeeOther)
+		redirect(ctx, "/console/")
 		return
 	}
 	switch {
@@ -326,7 +326,7 @@ func (c *Console) handleLogin(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		if c.cfg.Token == "" {
-			ctx.Redirect("/console/", fasthttp.StatusSeeOther)
+			redirect(ctx, "/console/")
 			return
 		}
 		tok := ctx.PostArgs().Peek("token")
@@ -338,10 +338,10 @@ func (c *Console) handleLogin(ctx *fasthttp.RequestCtx) {
 		id, name := c.sessions.create()
 		c.setCookie(ctx, id, c.cfg.SessionTTL)
 		c.log.Info("console login", "who", name, "remote", ctx.RemoteIP().String())
-		ctx.Redirect("/console/", fasthttp.StatusSeeOther)
+		redirect(ctx, "/console/")
 	default:
 		ctx.Response.Header.Set("Allow", "GET, POST")
-		ctx.Error("method not allowed", fasthttp.StatusMethodNotAllowed)
+		plain(ctx, fasthttp.StatusMethodNotAllowed, "method not allowed")
 	}
 }
 
@@ -356,7 +356,7 @@ func (c *Console) renderLogin(ctx *fasthttp.RequestCtx, code int, msg string) {
 func (c *Console) handleLogout(ctx *fasthttp.RequestCtx) {
 	if !ctx.IsPost() {
 		ctx.Response.Header.Set("Allow", "POST")
-		ctx.Error("method not allowed", fasthttp.StatusMethodNotAllowed)
+		plain(ctx, fasthttp.StatusMethodNotAllowed, "method not allowed")
 		return
 	}
 	if !fromPage(ctx) {
@@ -391,6 +391,21 @@ func (c *Console) setCookie(ctx *fasthttp.RequestCtx, value string, ttl time.Dur
 		ck.SetMaxAge(-1) // delete
 	}
 	ctx.Response.Header.SetCookie(ck)
+}
+
+// plain answers a short text; unlike ctx.Error it keeps the headers set so
+// far (the CSP).
+func plain(ctx *fasthttp.RequestCtx, code int, msg string) {
+	ctx.SetStatusCode(code)
+	ctx.SetContentType("text/plain; charset=utf-8")
+	ctx.SetBodyString(msg)
+}
+
+// redirect answers 303 with a relative Location (fasthttp's Redirect would
+// make it absolute from the Host header).
+func redirect(ctx *fasthttp.RequestCtx, to string) {
+	ctx.Response.Header.Set("Location", to)
+	ctx.SetStatusCode(fasthttp.StatusSeeOther)
 }
 
 func writeError(ctx *fasthttp.RequestCtx, code int, msg string) {

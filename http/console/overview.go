@@ -308,6 +308,9 @@ func (c *Console) overview(ctx *fasthttp.RequestCtx, who string) {
 		}
 	}
 	dt := cur.At.Sub(base.At)
+	if dt < time.Second {
+		dt = 0 // too short to say anything: no rates yet
+	}
 	b := overviewBody{
 		At: cur.At.UTC(), Who: who, Version: cur.Version, Ready: cur.Ready == 1, Health: "ok",
 		Window: math.Round(dt.Seconds()*10) / 10, Accepted: cur.Requests["accepted"],
