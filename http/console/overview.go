@@ -29,6 +29,7 @@ type sample struct {
 	ACL                              aclInfo
 	HasACL                           bool
 	Version                          string
+	Started                          float64 // process_start_time_seconds
 }
 
 type aclInfo struct {
@@ -124,6 +125,8 @@ func (s *sampler) read() sample {
 				sm.Ready = v
 			case "chargeauth_pebble_disk_usage_bytes":
 				sm.StoreBytes = v
+			case "process_start_time_seconds":
+				sm.Started = v
 			case "chargeauth_build_info":
 				sm.Version = label(m, "version")
 			case "chargeauth_acl_info":
@@ -218,6 +221,7 @@ type overviewBody struct {
 	At        time.Time          `json:"at"`
 	Who       string             `json:"who"`
 	Version   string             `json:"version"`
+	StartedAt *time.Time         `json:"started_at,omitempty"`
 	Ready     bool               `json:"ready"`
 	Health    string             `json:"health"` // "ok" or why not
 	Window    float64            `json:"window_seconds"`
@@ -328,6 +332,10 @@ func (c *Console) overview(ctx *fasthttp.RequestCtx, who string) {
 		Actions: c.actions.recent(),
 	}
 	b.Refused = sum(cur.Requests) - b.Accepted
+	if cur.Started > 0 {
+		st := time.Unix(0, int64(cur.Started*1e9)).UTC()
+		b.StartedAt = &st
+	}
 	for k, v := range cur.Decisions {
 		b.Rates.Decisions[k] = rate(base.Decisions[k], v, dt)
 	}

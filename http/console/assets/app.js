@@ -62,6 +62,7 @@
   // fmtAge returns [number, unit] for a duration in seconds.
   function fmtAge(s) {
     if (s === undefined || s === null) return ['–', ''];
+    if (s === 0) return ['0', 's'];
     if (s < 1) return [nf1.format(s), 's'];
     if (s < 120) return [nf0.format(s), 's'];
     if (s < 7200) return [nf1.format(s / 60), 'min'];
@@ -232,6 +233,7 @@
     setText('store-size', size + ' ' + sizeUnit);
     for (const st of ['pending', 'decided', 'delivered', 'failed']) setText('rec-' + st, fmtCount((o.records || {})[st]));
     renderACL(o.acl);
+    renderNode(o);
     renderActions(o.actions || []);
     const sr = o.series;
     sparkline($('spark-accepted'), sr.accepted_per_s || [], 'Accepts per second', '/s', fmtRate);
@@ -240,6 +242,18 @@
     sparkline($('spark-oldest'), sr.oldest_undelivered_seconds || [], 'Age of the oldest undelivered callback', 's', (v) => nf0.format(v));
     sparkline($('spark-authz'), sr.authz_p99_ms || [], 'Authorization p99 latency', 'ms', fmtMS);
     setText('updated', 'Updated ' + fmtTime(o.at).slice(11) + ' · refreshes every ' + REFRESH_MS / 1000 + ' s · rates over ' + o.window_seconds + ' s');
+  }
+
+  function renderNode(o) {
+    setPill($('node-ready'), o.ready ? 'ready' : 'not ready: ' + o.health, o.ready ? 'ok' : 'bad');
+    $('card-node').classList.toggle('alert', !o.ready);
+    setText('node-version', o.version || '–');
+    setText('node-who', o.who || '–');
+    if (o.started_at) {
+      const [v, u] = fmtAge((new Date(o.at) - new Date(o.started_at)) / 1000);
+      setText('uptime', v);
+      setText('uptime-unit', u + ' up');
+    }
   }
 
   function renderHeader(o) {
@@ -282,6 +296,14 @@
       res.append(el('span', 'dot ' + (a.ok ? 'ok' : 'bad')), document.createTextNode(a.result));
       r.append(td(timeEl(a.at)), el('td', 'mono', a.who), el('td', null, a.what), res);
     }
+  }
+
+  // attemptsCell is right-aligned; data-unit names it where a phone shows
+  // the row as a block.
+  function attemptsCell(n) {
+    const c = el('td', 'num c-att', fmtCount(n));
+    c.dataset.unit = n === 1 ? 'attempt' : 'attempts';
+    return c;
   }
 
   // stationCell shows a station id's first group; the whole id is its title.
@@ -382,8 +404,10 @@
       setPill(state, s.state, stateKind[s.state]);
       const decision = s.status ? el('span', 'dot-label') : el('span', 'muted', '–');
       if (s.status) decision.append(el('span', 'dot ' + (statusKind[s.status] || '')), document.createTextNode(s.status.replace('_', ' ')));
-      r.append(td(timeEl(s.accepted_at)), td(link), stationCell(s.station_id), el('td', 'mono', hostOf(s.callback_url)),
-        td(state), td(decision), el('td', 'num', fmtCount(s.callback_attempts)), el('td', 'opt clip', s.last_error || ''));
+      const err = el('td', 'opt clip c-err', s.last_error || '');
+      if (s.last_error) err.title = s.last_error;
+      r.append(td(timeEl(s.accepted_at), 'c-at'), td(link, 'c-id'), stationCell(s.station_id), el('td', 'mono c-host', hostOf(s.callback_url)),
+        td(state, 'c-state'), td(decision, 'c-dec'), attemptsCell(s.callback_attempts), err);
     }
     $('sessions').removeAttribute('aria-busy');
     $('sessions-empty').hidden = data.sessions.length > 0;
