@@ -337,6 +337,18 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	shot("09-overview")
 
+	// The keyboard alone: Tab reaches the skip link first, with a visible
+	// focus ring, then the brand and the navigation; Enter follows a link.
+	focused := func(sel string) string {
+		return `document.activeElement && document.activeElement.matches('` + sel + `') &&
+			getComputedStyle(document.activeElement).outlineStyle !== 'none'`
+	}
+	step("keyboard", chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("view-overview")),
+		chromedp.KeyEvent("\t"), until("skip link focused", focused("a.skip")),
+		chromedp.KeyEvent("\t"), chromedp.KeyEvent("\t"), chromedp.KeyEvent("\t"), until("Sessions focused", focused("#nav-sessions")),
+		chromedp.KeyEvent("\r"), chromedp.WaitVisible(chromedp.ID("view-sessions")), until("list", rows(9)),
+		chromedp.Click(chromedp.ID("nav-overview")), chromedp.WaitVisible(chromedp.ID("view-overview")))
+
 	// A phone, and the dark scheme.
 	step("phone", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile),
 		until("laid out", `document.getElementById('accepted-total').textContent === '9'`))

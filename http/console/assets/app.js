@@ -31,6 +31,12 @@
     const res = await fetch(url, opt);
     let data = null;
     try { data = await res.json(); } catch (e) { data = null; }
+    const node = res.headers.get('X-Chargeauth-Node');
+    if (res.status === 401 && node) {
+      // Forwarded to the node of a fleet that owns the session: the login
+      // cookie is this node's only.
+      throw new HTTPError(401, { error: 'the session belongs to node ' + node + ', which needs its own login: open its console' });
+    }
     if (res.status === 401) {
       window.location.assign('/console/login');
       throw new HTTPError(401, data);
@@ -533,11 +539,14 @@
       }
       const resCell = td(res);
       if (a.error) resCell.append(el('span', 'err', ' ' + a.error));
-      const answer = a.response !== undefined ? a.response : (a.response_snippet !== undefined ? a.response_snippet : a.body);
-      if (answer !== undefined && answer !== null && answer !== '') withAnswer++;
-      const ans = el('td', 'mono clip answer', answer === undefined || answer === null || answer === '' ? '–' : String(answer));
-      if (answer) ans.title = String(answer);
-      const dur = a.duration_ms !== undefined ? fmtMS(a.duration_ms) + ' ms' : (a.duration || '–');
+      // The receiver's answer, under whichever name the store gives it.
+      let answer = ['response', 'response_snippet', 'response_body', 'answer', 'body']
+        .map((k) => a[k]).find((v) => v !== undefined && v !== null);
+      if (answer !== undefined && typeof answer !== 'string') answer = JSON.stringify(answer);
+      if (answer) withAnswer++;
+      const ans = el('td', 'mono clip answer', answer || '–');
+      if (answer) ans.title = answer;
+      const dur = typeof a.duration_ms === 'number' ? fmtMS(a.duration_ms) + ' ms' : (a.duration || '–');
       r.append(el('td', 'num', String(first + i)), td(timeEl(a.at, true)), resCell, el('td', 'num', dur), ans);
     });
     $('s-attempts').hidden = attempts.length === 0;
