@@ -209,6 +209,7 @@
       setText('cb-' + k + '-rate', fmtRate(cr[k] || 0));
       setText('cb-' + k, fmtCount(ct[k] || 0));
     }
+    $('card-callbacks').classList.toggle('alert', (cr.failed || 0) > 0);
     const [age, ageUnit] = fmtAge(o.oldest_undelivered_seconds);
     setText('oldest-age', age);
     setText('oldest-unit', ageUnit);
