@@ -170,22 +170,23 @@ func startOn(t *testing.T, cfg Config, authz *fakeAuthz, recv *fakeReceiver) *ha
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.System().EventStream.Subscribe(func(evt any) {
-		if dl, ok := evt.(*actor.DeadLetterEvent); ok {
-			switch dl.Message.(type) {
-			case *AuthzAnswered, *retryAuthorize, *deadlinePassed, *DeliverCallback, *CallbackAttempted, *workerIdle,
-				*wakeCallbacks:
-				// expected after a decision or while stopping
-			default:
-				t.Errorf("unexpected dead letter %T to %v", dl.Message, dl.PID)
-			}
-		}
-	})
+	failOnDeadLetters(t, e)
 	t.Cleanup(func() {
 		e.Stop(time.Second)
 		_ = cfg.Store.Close()
 	})
 	return &harness{t: t, engine: e, store: cfg.Store, authz: authz, recv: recv}
+}
+
+// failOnDeadLetters fails t on every dead letter of e that
+// expectedDeadLetter does not name.
+func failOnDeadLetters(t *testing.T, e *Engine) {
+	t.Helper()
+	e.System().EventStream.Subscribe(func(evt any) {
+		if dl, ok := evt.(*actor.DeadLetterEvent); ok && e.expectedDeadLetter(dl) == "" {
+			t.Errorf("unexpected dead letter %T to %v", dl.Message, dl.PID)
+		}
+	})
 }
 
 func (h *harness) mustAccept(token string) session.Record {
