@@ -44,7 +44,7 @@ func TestAuthzServiceSeesAtMostConcurrency(t *testing.T) {
 			arrived[req.DriverToken] = time.Now()
 		}
 		mu.Unlock()
-		time.Sleep(serviceTime)
+		time.Sleep(serviceTime) // on purpose: each call takes the service this long
 		ctx.SetContentType("application/json")
 		ctx.SetBodyString(`{"status":"allowed"}`)
 	})
@@ -68,7 +68,7 @@ func TestAuthzServiceSeesAtMostConcurrency(t *testing.T) {
 		}
 		decideBy[token] = by
 		ids = append(ids, fmt.Sprint(body["request_id"]))
-		time.Sleep(timeout / 3)
+		time.Sleep(timeout / 3) // on purpose: requests arrive spread over the deadlines
 	}
 	eventually(t, 20*time.Second, 20*time.Millisecond, func() error {
 		for _, id := range ids {

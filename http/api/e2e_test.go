@@ -110,7 +110,15 @@ func TestEndToEndEachStatus(t *testing.T) {
 		}
 		return nil
 	})
-	time.Sleep(300 * time.Millisecond)
+	// Nothing is left that could act on it: no request actor, no call, no
+	// callback in flight.
+	eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
+		e := svc.Engine()
+		if live, calls, cbs := e.LiveRequests(), e.AuthzCallsInFlight(), e.CallbacksPending(); live+calls+cbs != 0 {
+			return fmt.Errorf("%d request actors, %d authz calls, %d callbacks in flight", live, calls, cbs)
+		}
+		return nil
+	})
 	if cbs := recv.byID(ids[tokSlow]); len(cbs) != 1 {
 		t.Errorf("%d callbacks for the slow request, want 1", len(cbs))
 	}

@@ -44,7 +44,20 @@ func TestWriteFault503AndRecovery(t *testing.T) {
 			t.Errorf("body %s", r.body)
 		}
 	}
-	time.Sleep(600 * time.Millisecond) // the early request's decision fails meanwhile
+	// The early request's decision (after the slow answer) fails meanwhile.
+	failures := func() (n int64) {
+		for _, c := range svc.Store().WriteFailures() {
+			n += c
+		}
+		return n
+	}
+	refused := failures()
+	eventually(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if !authz.hasAnswered(tokSlow) || failures() == refused {
+			return fmt.Errorf("the early request's decision has not met the fault yet")
+		}
+		return nil
+	})
 	fault.Off()
 
 	var late string

@@ -15,6 +15,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/chargeauth/chargeauth/http/api"
+	"github.com/chargeauth/chargeauth/internal/testwait"
 )
 
 const (
@@ -72,7 +73,7 @@ func startFakeAuthz(t *testing.T, slowDelay time.Duration) *fakeAuthz {
 		case tokNotAllowed:
 			status = "not_allowed"
 		case tokSlow:
-			time.Sleep(f.slowDelay)
+			time.Sleep(f.slowDelay) // slow on purpose: answers after the deadline
 			status = "allowed"
 		}
 		ctx.SetContentType("application/json")
@@ -247,21 +248,9 @@ func mustAccept(t *testing.T, svc *api.Service, token, callbackURL string) strin
 	return id
 }
 
-// eventually polls f until it returns nil or the timeout passes.
-func eventually(t *testing.T, timeout, every time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(every)
-	}
-}
+// eventually polls f every interval until it returns nil, failing after
+// timeout: the tree's one polling helper.
+var eventually = testwait.Eventually
 
 var errNoCallback = errorString("no callback yet")
 

@@ -7,7 +7,7 @@ import (
 )
 
 // Interval is how often Until checks its condition.
-const Interval = 5 * time.Millisecond
+const Interval = 10 * time.Millisecond
 
 // Poll calls f every interval until it returns nil, and returns nil then;
 // once timeout has passed it returns f's last error. f is called at least
