@@ -31,19 +31,6 @@ var ErrListen = errors.New("node: listen")
 // load: a configuration error.
 var ErrACL = errors.New("node: acl")
 
-// marked is an error of a kind (ErrListen, ErrACL) that says only msg.
-type marked struct {
-	kind error
-	msg  string
-}
-
-func (m *marked) Error() string { return m.msg }
-func (m *marked) Unwrap() error { return m.kind }
-
-func mark(kind error, format string, args ...any) error {
-	return &marked{kind, fmt.Sprintf(format, args...)}
-}
-
 // Node is a running chargeauth: the embedded authorization service (unless
 // AuthzURL names another), the store, the actor engine, the public and
 // admin listeners and the retention loop.
@@ -298,4 +285,17 @@ func (n *Node) Close() error {
 func deadlineOf(ctx context.Context) time.Time {
 	d, _ := ctx.Deadline()
 	return d
+}
+
+// marked is an error of a kind (ErrListen, ErrACL) that says only msg.
+type marked struct {
+	kind error
+	msg  string
+}
+
+func (m *marked) Error() string { return m.msg }
+func (m *marked) Unwrap() error { return m.kind }
+
+func mark(kind error, format string, args ...any) error {
+	return &marked{kind, fmt.Sprintf(format, args...)}
 }
