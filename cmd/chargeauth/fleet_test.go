@@ -116,7 +116,7 @@ func TestFleet(t *testing.T) {
 			"--peer-admin-urls", strings.Join(admins, ","),
 			"--listen", n.public, "--admin-listen", n.admin, "--data-dir", n.dir,
 			"--authz-url", authz.URL, "--allow-private-callbacks", "--decision-timeout", "60s",
-			"--callback-schedule", "0s,10ms,20ms,40ms,80ms,160ms,200ms,200ms,200ms,200ms", "--log-level", "warn"}
+			"--callback-schedule", "0s,10ms,200ms", "--callback-max-attempts", "20", "--log-level", "warn"}
 		n.p = start(t, n.args...)
 	}
 	for _, n := range nodes {
