@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -19,15 +18,13 @@ import (
 
 // admin serves the operator's endpoints on the admin listener.
 type admin struct {
-	svc     *Service
-	ready   *atomic.Bool
+	svc     *Server
 	metrics fasthttp.RequestHandler
 }
 
-func newAdmin(svc *Service, m *metrics) *admin {
+func newAdmin(svc *Server, m *metrics) *admin {
 	return &admin{
 		svc:     svc,
-		ready:   &svc.ready,
 		metrics: fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})),
 	}
 }
@@ -114,7 +111,7 @@ func (a *admin) list(ctx *fasthttp.RequestCtx) {
 	}
 	var since time.Time
 	if v := args.Peek("since"); len(v) > 0 {
-		t, err := parseSince(string(v), a.svc.cfg.now())
+		t, err := parseSince(string(v), a.svc.cfg.Now())
 		if err != nil {
 			problems = append(problems, session.FieldError{Field: "since", Message: err.Error()})
 		}

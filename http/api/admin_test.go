@@ -11,7 +11,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/chargeauth/chargeauth/http/api"
+	"github.com/chargeauth/chargeauth/node"
 	"github.com/chargeauth/chargeauth/schedule"
 	"github.com/chargeauth/chargeauth/session"
 )
@@ -20,7 +20,7 @@ func TestAdminEndpoints(t *testing.T) {
 	authz := startFakeAuthz(t, 0)
 	recv := startReceiver(t)
 	recv.answer = func(int) int { return 500 }
-	svc := startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true,
+	svc := startService(t, node.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true,
 		CallbackMaxAttempts: 2, CallbackSchedule: schedule.Doubling(time.Millisecond, 2*time.Millisecond)})
 	admin := "http://" + svc.AdminAddr()
 
@@ -126,7 +126,7 @@ func TestAdminEndpoints(t *testing.T) {
 
 func TestAdminListFiltersAndPages(t *testing.T) {
 	authz := startFakeAuthz(t, 0)
-	svc := startService(t, api.Config{AuthzURL: authz.URL})
+	svc := startService(t, node.Config{AuthzURL: authz.URL})
 	admin := "http://" + svc.AdminAddr()
 	const other = "aaaaaaaa-e89b-12d3-a456-426614174000"
 	var ids []string
@@ -214,7 +214,7 @@ func TestReadyzDownWhileClosing(t *testing.T) {
 		<-release // the callback is in flight until released
 		ctx.SetStatusCode(204)
 	})
-	svc := startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true})
+	svc := startService(t, node.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true})
 	t.Cleanup(releaseAll) // registered last, so it runs before the servers stop
 	admin := "http://" + svc.AdminAddr()
 	mustAccept(t, svc, tokAllowed, hook+"/cb")

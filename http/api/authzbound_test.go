@@ -10,7 +10,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/chargeauth/chargeauth/http/api"
+	"github.com/chargeauth/chargeauth/node"
 )
 
 // The authorization service never has more than --authz-concurrency calls
@@ -49,7 +49,7 @@ func TestAuthzServiceSeesAtMostConcurrency(t *testing.T) {
 		ctx.SetBodyString(`{"status":"allowed"}`)
 	})
 	rcv := startReceiver(t)
-	svc := startService(t, api.Config{AuthzURL: authzURL, AuthzConcurrency: concurrency,
+	svc := startService(t, node.Config{AuthzURL: authzURL, AuthzConcurrency: concurrency,
 		DecisionTimeout: timeout, AllowPrivateCallbacks: true})
 
 	decideBy := map[string]time.Time{} // token -> its request's deadline

@@ -11,7 +11,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
-	"github.com/chargeauth/chargeauth/http/api"
+	"github.com/chargeauth/chargeauth/node"
 	"github.com/chargeauth/chargeauth/session"
 )
 
@@ -28,7 +28,7 @@ func TestWriteFault503AndRecovery(t *testing.T) {
 	})}
 	authz := startFakeAuthz(t, 300*time.Millisecond)
 	recv := startReceiver(t)
-	svc := startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true,
+	svc := startService(t, node.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true,
 		FS: errorfs.Wrap(vfs.NewMem(), fault), DecisionTimeout: 5 * time.Second})
 	url := "http://" + svc.Addr() + "/charge_point/session/"
 
@@ -97,7 +97,7 @@ func TestMinFreeDisk(t *testing.T) {
 	fs := vfs.NewMem()
 	fs.TestingSetDiskUsage(vfs.DiskUsage{AvailBytes: 100 << 20, TotalBytes: 1 << 30, UsedBytes: (1 << 30) - (100 << 20)})
 	authz := startFakeAuthz(t, 0)
-	svc := startService(t, api.Config{AuthzURL: authz.URL, FS: fs, MinFreeDisk: 256 << 20})
+	svc := startService(t, node.Config{AuthzURL: authz.URL, FS: fs, MinFreeDisk: 256 << 20})
 	url := "http://" + svc.Addr() + "/charge_point/session/"
 	r := do(t, "POST", url, "application/json", sessionBody(station, tokAllowed, "https://example.com/cb"))
 	if r.code != 503 || r.header["retry-after"] == "" {
@@ -140,7 +140,7 @@ func TestDiskFullDegrades(t *testing.T) {
 		return nil
 	})
 	authz := startFakeAuthz(t, 0)
-	svc := startService(t, api.Config{AuthzURL: authz.URL, FS: errorfs.Wrap(vfs.NewMem(), fault)})
+	svc := startService(t, node.Config{AuthzURL: authz.URL, FS: errorfs.Wrap(vfs.NewMem(), fault)})
 	url := "http://" + svc.Addr() + "/charge_point/session/"
 	admin := "http://" + svc.AdminAddr()
 	id := mustAccept(t, svc, tokAllowed, "https://example.com/cb")

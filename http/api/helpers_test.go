@@ -14,8 +14,8 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/valyala/fasthttp"
 
-	"github.com/chargeauth/chargeauth/http/api"
 	"github.com/chargeauth/chargeauth/internal/testwait"
+	"github.com/chargeauth/chargeauth/node"
 )
 
 const (
@@ -164,7 +164,7 @@ func (r *receiver) count() int {
 
 // startService runs chargeauth on loopback ports over an in-memory store,
 // returns once it is ready, and closes it at cleanup.
-func startService(t *testing.T, cfg api.Config) *api.Service {
+func startService(t *testing.T, cfg node.Config) *node.Node {
 	t.Helper()
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
@@ -182,7 +182,7 @@ func startService(t *testing.T, cfg api.Config) *api.Service {
 		cfg.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil))
 	}
 	cfg.ShutdownGrace = time.Second
-	svc, err := api.New(cfg)
+	svc, err := node.Start(cfg.WithDefaults())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +235,7 @@ func sessionBody(stationID, token, callbackURL string) []byte {
 }
 
 // mustAccept posts a valid request and returns its request_id.
-func mustAccept(t *testing.T, svc *api.Service, token, callbackURL string) string {
+func mustAccept(t *testing.T, svc *node.Node, token, callbackURL string) string {
 	t.Helper()
 	r := do(t, "POST", "http://"+svc.Addr()+"/charge_point/session/", "application/json", sessionBody(station, token, callbackURL))
 	if r.code != 202 {

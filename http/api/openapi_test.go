@@ -20,6 +20,7 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
 	"github.com/chargeauth/chargeauth/http/api"
+	"github.com/chargeauth/chargeauth/node"
 	"github.com/chargeauth/chargeauth/session"
 )
 
@@ -58,7 +59,7 @@ type apiChecker struct {
 	covered map[string]bool // "operationId status"
 }
 
-func newAPIChecker(t *testing.T, covered map[string]bool, svcs ...*api.Service) *apiChecker {
+func newAPIChecker(t *testing.T, covered map[string]bool, svcs ...*node.Node) *apiChecker {
 	t.Helper()
 	doc := loadOpenAPI(t)
 	// Route the document's servers to these services (all of them, so one
@@ -223,7 +224,7 @@ func TestOpenAPIMatchesServer(t *testing.T) {
 		}
 		return 204
 	}
-	svc := startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true, CallbackSecrets: []string{secret},
+	svc := startService(t, node.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true, CallbackSecret: secret,
 		CallbackMaxAttempts: 1})
 	c := newAPIChecker(t, covered, svc)
 	pub, admin := "http://"+svc.Addr(), "http://"+svc.AdminAddr()
@@ -303,7 +304,7 @@ func TestOpenAPIMatchesServer(t *testing.T) {
 
 	// 503s: a full backlog, and a closing service's /readyz.
 	slow := startFakeAuthz(t, time.Second)
-	small := startService(t, api.Config{AuthzURL: slow.URL, DecisionTimeout: 5 * time.Second, MaxInflight: 1, MaxBacklog: 1})
+	small := startService(t, node.Config{AuthzURL: slow.URL, DecisionTimeout: 5 * time.Second, MaxInflight: 1, MaxBacklog: 1})
 	c2 := newAPIChecker(t, covered, small)
 	for i := 0; ; i++ {
 		if i == 10 {
