@@ -244,7 +244,7 @@ func serve(args []string, stderr io.Writer) error {
 	select {
 	case <-sigs:
 		drain(svc, log, f.drainDelay, sigs)
-		log.Info("stopping", "grace", f.shutdownGrace.String())
+		log.Info("stopping", "grace_ms", f.shutdownGrace.Milliseconds())
 	case err := <-svc.Err():
 		log.Error("listener failed", "err", err)
 		_ = svc.Close()
@@ -325,7 +325,7 @@ func drain(svc *api.Service, log *slog.Logger, delay time.Duration, sigs <-chan 
 	if delay <= 0 {
 		return
 	}
-	log.Info("draining: /readyz answers 503, requests are still served", "drain_delay", delay.String())
+	log.Info("draining: /readyz answers 503, requests are still served", "drain_delay_ms", delay.Milliseconds())
 	t := time.NewTimer(delay)
 	defer t.Stop()
 	select {
@@ -361,7 +361,7 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: must be debug, info, warn or error", level)
 	}
-	opts := &slog.HandlerOptions{Level: l}
+	opts := &slog.HandlerOptions{Level: l, ReplaceAttr: durationMillis}
 	switch format {
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
@@ -369,6 +369,22 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: must be json or text", format)
+}
+
+// durationMillis keeps durations in one form in every log line: a number of
+// milliseconds under a key ending in _ms (README "Logs"). Our own lines
+// write them so; this catches a time.Duration from anywhere else (a
+// library's line, a slog.Duration), which slog would write as nanoseconds
+// in JSON and as "1.5s" in text.
+func durationMillis(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() != slog.KindDuration {
+		return a
+	}
+	key := a.Key
+	if !strings.HasSuffix(key, "_ms") {
+		key += "_ms"
+	}
+	return slog.Float64(key, float64(a.Value.Duration().Microseconds())/1000)
 }
 
 // parseCIDRs reads space- or comma-separated CIDR ranges.
