@@ -29,6 +29,7 @@ type DeliveryResult struct {
 	Err        error         // nil: delivered (any 2xx)
 	Retryable  bool          // false: give up now (e.g. a forbidden destination)
 	RetryAfter time.Duration // the receiver's Retry-After, if any
+	Response   string        // the start of the receiver's body (session.MaxResponseLog bytes at most)
 }
 
 // ErrStopping is returned by Accept once Stop has begun.

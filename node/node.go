@@ -200,7 +200,7 @@ func (n *Node) start() error {
 		Authorize: client.Authorize,
 		Deliver: func(deadline time.Time, id string, req session.Request, status session.Status) actors.DeliveryResult {
 			r := sender.Send(deadline, id, req, status)
-			return actors.DeliveryResult{StatusCode: r.StatusCode, Err: r.Err, Retryable: r.Retryable, RetryAfter: r.RetryAfter}
+			return actors.DeliveryResult{StatusCode: r.StatusCode, Err: r.Err, Retryable: r.Retryable, RetryAfter: r.RetryAfter, Response: r.Response}
 		},
 		Logger:                  cfg.Logger,
 		DecisionTimeout:         cfg.DecisionTimeout,

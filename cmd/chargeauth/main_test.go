@@ -260,6 +260,16 @@ func TestServeBinary(t *testing.T) {
 	if !strings.Contains(logs, ack.RequestID) {
 		t.Errorf("no log line carries the request id")
 	}
+	// Durations: milliseconds under _ms, in every line (the failed
+	// callback attempts, the stop).
+	p.mu.Lock()
+	checkLogDurations(t, p.lines)
+	p.mu.Unlock()
+	for _, want := range []string{`"took_ms":`, `"grace_ms":`} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("no log line has %s", want)
+		}
+	}
 
 	// Stopped: the sessions command reads the store directly.
 	out, err = exec.Command(binary(t), "sessions", "get", ack.RequestID, "--data-dir", dataDir, "--json").Output()

@@ -55,7 +55,7 @@ func serve(args []string, stderr io.Writer) error {
 	select {
 	case <-sigs:
 		drain(n, log, cfg.DrainDelay, sigs)
-		log.Info("stopping", "grace", cfg.ShutdownGrace.String())
+		log.Info("stopping", "grace_ms", cfg.ShutdownGrace.Milliseconds())
 	case err := <-n.Err():
 		log.Error("listener failed", "err", err)
 		_ = n.Close()
@@ -72,7 +72,7 @@ func drain(n *node.Node, log *slog.Logger, delay time.Duration, sigs <-chan os.S
 	if delay <= 0 {
 		return
 	}
-	log.Info("draining: /readyz answers 503, requests are still served", "drain_delay", delay.String())
+	log.Info("draining: /readyz answers 503, requests are still served", "drain_delay_ms", delay.Milliseconds())
 	t := time.NewTimer(delay)
 	defer t.Stop()
 	select {

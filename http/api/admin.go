@@ -74,26 +74,15 @@ func (a *admin) handle(ctx *fasthttp.RequestCtx) {
 }
 
 // adminRecord is the admin view of a record: everything but the full
-// token, plus its transitions in order.
+// token, plus its transitions in order (session.Record.Transitions).
 type adminRecord struct {
 	session.Record
-	DriverToken string       `json:"driver_token"`
-	Transitions []transition `json:"transitions"`
-}
-
-type transition struct {
-	State session.State `json:"state"`
-	At    time.Time     `json:"at"`
+	DriverToken string               `json:"driver_token"`
+	Transitions []session.Transition `json:"transitions"`
 }
 
 func adminView(rec session.Record) adminRecord {
-	tr := []transition{{session.StatePending, rec.AcceptedAt}}
-	for _, t := range []transition{{session.StateDecided, rec.DecidedAt}, {session.StateDelivered, rec.DeliveredAt}, {session.StateFailed, rec.FailedAt}} {
-		if !t.At.IsZero() {
-			tr = append(tr, t)
-		}
-	}
-	return adminRecord{Record: rec, DriverToken: session.MaskToken(rec.DriverToken), Transitions: tr}
+	return adminRecord{Record: rec, DriverToken: session.MaskToken(rec.DriverToken), Transitions: rec.Transitions()}
 }
 
 // list answers GET /sessions?state=&station_id=&since=&limit=&cursor=:

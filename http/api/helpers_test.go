@@ -112,6 +112,7 @@ type receiver struct {
 	mu     sync.Mutex
 	got    []callback
 	answer func(n int) int // status code for the n-th callback (1-based)
+	body   string          // the body of every answer (none if "")
 
 	onCallback func(callback) // called for each callback before answering
 }
@@ -133,13 +134,16 @@ func startReceiver(t *testing.T) *receiver {
 		r.mu.Lock()
 		r.got = append(r.got, cb)
 		n := len(r.got)
-		answer := r.answer
+		answer, body := r.answer, r.body
 		r.mu.Unlock()
 		code := 204
 		if answer != nil {
 			code = answer(n)
 		}
 		ctx.SetStatusCode(code)
+		if body != "" {
+			ctx.SetBodyString(body)
+		}
 	})
 	return r
 }

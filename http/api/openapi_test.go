@@ -288,7 +288,10 @@ func TestOpenAPIMatchesServer(t *testing.T) {
 	c.do(apiCall{method: "POST", url: admin + "/sessions/0190a5c4-0000-7000-8000-000000000000/redeliver", want: 404})
 	c.do(apiCall{method: "GET", url: admin + "/sessions/" + id + "/redeliver", want: 405})
 
-	// A failed request, redelivered.
+	// A failed request, redelivered; its attempt keeps the answer.
+	recv.mu.Lock()
+	recv.body = `{"error":"down"}`
+	recv.mu.Unlock()
 	refuse.Store(true)
 	failed := mustAccept(t, svc, tokNotAllowed, recv.URL+"/cb")
 	eventually(t, 10*time.Second, 10*time.Millisecond, func() error {
