@@ -58,9 +58,10 @@ func (c *callbackSender) attempt(rec session.Record) *CallbackAttempted {
 	at := cfg.now().UTC()
 
 	policy := schedule.Policy{Delays: cfg.CallbackSchedule, MaxAttempts: cfg.CallbackMaxAttempts, MaxAge: cfg.CallbackMaxAge}
-	next := policy.Next(roundStart(rec), rec.CallbackAttempts+1, schedule.Outcome{Delivered: res.Err == nil,
+	next := policy.Next(roundStart(rec), roundAttempt(rec), schedule.Outcome{Delivered: res.Err == nil,
 		StatusCode: res.StatusCode, RetryAfter: res.RetryAfter, Final: !res.Retryable}, at, rand.Float64())
-	a := persistence.Attempt{At: at, Outcome: session.StateDelivered, StatusCode: res.StatusCode, Took: at.Sub(start)}
+	a := persistence.Attempt{At: at, Outcome: session.StateDelivered, StatusCode: res.StatusCode, Took: at.Sub(start),
+		Response: res.Response}
 	switch next.Verdict {
 	case schedule.Retry:
 		a.Outcome, a.NextAt = session.StateDecided, next.At
@@ -96,7 +97,7 @@ func (c *callbackSender) report(rec session.Record, a persistence.Attempt, took 
 	}
 	if ctx := context.Background(); c.log.Enabled(ctx, level) {
 		attrs := []slog.Attr{slog.String("request_id", rec.ID), slog.Int("attempt", rec.CallbackAttempts),
-			slog.String("took", took.String())}
+			slog.Float64("took_ms", float64(took.Microseconds())/1000)}
 		if a.Err != "" {
 			attrs = append(attrs, slog.String("err", a.Err))
 		}
@@ -105,6 +106,13 @@ func (c *callbackSender) report(rec session.Record, a persistence.Attempt, took 
 		}
 		c.log.LogAttrs(ctx, level, msg, attrs...)
 	}
+}
+
+// roundAttempt is the number, within its round, of the attempt about to be
+// made on rec (1: the round's first). The record counts every attempt; a
+// redelivery starts a round, and the schedule from its beginning.
+func roundAttempt(rec session.Record) int {
+	return rec.CallbackAttempts - rec.RoundStartAttempts + 1
 }
 
 // roundStart is when the current round of attempts began: the decision, or

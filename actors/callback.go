@@ -85,13 +85,13 @@ func (c *callbackSender) Receive(ctx actor.Context) {
 		c.done(ctx, msg)
 		c.run(ctx)
 	case *wakeCallbacks:
-		if c.wake.fired(msg.gen, c.e.cfg.now()) { // else a timer stopped too late
+		if c.wake.fired(msg.gen, c.e.cfg.now()) { // else it was re-armed since
 			c.more = true
 			c.refill(ctx)
 		}
-	case *actor.Stopping:
+	case *actor.Stopping, *actor.Restarting: // a restart arms a fresh wake
 		c.wake.stop()
-	case *actor.Started, *actor.Stopped, *actor.Restarting:
+	case *actor.Started, *actor.Stopped:
 	default:
 		c.log.Debug("unexpected message", "type", typeName(msg))
 	}
@@ -157,8 +157,7 @@ func (c *callbackSender) refill(ctx actor.Context) {
 
 // wakeBy arms the wake for t, unless it is armed for earlier already.
 func (c *callbackSender) wakeBy(ctx actor.Context, t time.Time) {
-	self, root := ctx.Self(), c.e.system.Root
-	c.wake.by(t, c.e.cfg.now(), func(gen uint64) { root.Send(self, &wakeCallbacks{gen: gen}) })
+	c.wake.by(t, c.e.cfg.now(), c.e.system.Root, ctx.Self())
 }
 
 // run starts attempts while there is room, one host after the other.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/chargeauth/chargeauth/internal/testwait"
 	"github.com/chargeauth/chargeauth/schedule"
 	"github.com/chargeauth/chargeauth/session"
 )
@@ -39,12 +40,21 @@ func TestCallbacksUnderChurn(t *testing.T) {
 			for i := range ids {
 				ids[i] = h.mustAccept(fmt.Sprintf("churnToken%014d", i)).ID
 				if i%50 == 0 {
-					time.Sleep(20 * time.Millisecond)
+					time.Sleep(20 * time.Millisecond) // on purpose: accepts spread out, racing the refills
 				}
 			}
-			time.Sleep(500 * time.Millisecond)
+			// Churn a while: every callback has failed once or more on
+			// average before the receiver is healthy.
+			testwait.Eventually(t, 30*time.Second, time.Millisecond, func() error {
+				recv.mu.Lock()
+				defer recv.mu.Unlock()
+				if recv.failures < n {
+					return fmt.Errorf("%d failed attempts, want %d", recv.failures, n)
+				}
+				return nil
+			})
 			healthy.Store(true)
-			eventually(t, 30*time.Second, 10*time.Millisecond, func() error {
+			testwait.Eventually(t, 30*time.Second, 10*time.Millisecond, func() error {
 				if d := st.Count(session.StateDelivered); d != n {
 					return fmt.Errorf("%d of %d delivered", d, n)
 				}
@@ -72,16 +82,24 @@ func TestLateDeliverCallbackFollowsTheStore(t *testing.T) {
 
 	delivered := h.waitState(h.mustAccept("lateDeliverToken00000001").ID, session.StateDelivered)
 	retrying := h.mustAccept("lateDeliverToken00000002")
-	eventually(t, 5*time.Second, time.Millisecond, func() error {
+	testwait.Eventually(t, 5*time.Second, time.Millisecond, func() error {
 		if rec, err := h.store.Get(retrying.ID); err != nil || rec.CallbackAttempts != 1 {
 			return fmt.Errorf("not yet waiting for its retry: %+v %v", rec, err)
 		}
 		return nil
 	})
+	idle := h.engine.idleAttempts.Load()
 	for _, rec := range []session.Record{delivered, retrying} {
 		h.engine.system.Root.Send(h.engine.sender, late(rec))
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Both late messages were taken: each led to an attempt that found
+	// nothing to send, or (the bug) sent it again.
+	testwait.Eventually(t, 5*time.Second, time.Millisecond, func() error {
+		if n := h.engine.idleAttempts.Load() - idle + int64(recv.total()) - 2; n < 2 {
+			return fmt.Errorf("%d of 2 late DeliverCallbacks attempted", n)
+		}
+		return nil
+	})
 	for _, rec := range []session.Record{delivered, retrying} {
 		if got := recv.callbacks(rec.ID); len(got) != 1 {
 			t.Errorf("%s: %d attempts, want 1: a late DeliverCallback sent it again", rec.ID, len(got))
@@ -125,7 +143,7 @@ func TestLeftDecisionDecidedEarlierIsDelivered(t *testing.T) {
 	}
 	inFlight := func(id string) {
 		t.Helper()
-		eventually(t, 5*time.Second, time.Millisecond, func() error {
+		testwait.Eventually(t, 5*time.Second, time.Millisecond, func() error {
 			mu.Lock()
 			defer mu.Unlock()
 			if !started[id] {
@@ -223,15 +241,15 @@ func TestRedeliveryRacingTheFailedOutcome(t *testing.T) {
 			// y's outcome has its refill take r; r's has its refill pass
 			// over x, owned still and due again.
 			close(yGo)
-			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			// On the attempt's goroutine: Poll, not Eventually (no t.Fatal here).
+			if err := testwait.Poll(10*time.Second, time.Millisecond, func() error {
 				rec, err := st.Get(r.ID)
 				if err == nil && rec.State == session.StateDelivered && h.engine.CallbacksPending() == 1 {
-					return
+					return nil
 				}
-				if time.Now().After(deadline) {
-					t.Errorf("r is %s (%v), %d callbacks held; want r delivered and x's alone held", rec.State, err, h.engine.CallbacksPending())
-					return
-				}
+				return fmt.Errorf("r is %s (%v), %d callbacks held; want r delivered and x's alone held", rec.State, err, h.engine.CallbacksPending())
+			}); err != nil {
+				t.Error(err)
 			}
 		})
 	}

@@ -29,6 +29,7 @@ type DeliveryResult struct {
 	Err        error         // nil: delivered (any 2xx)
 	Retryable  bool          // false: give up now (e.g. a forbidden destination)
 	RetryAfter time.Duration // the receiver's Retry-After, if any
+	Response   string        // the start of the receiver's body (session.MaxResponseLog bytes at most)
 }
 
 // ErrStopping is returned by Accept once Stop has begun.
@@ -293,6 +294,7 @@ func Start(cfg Config) (*Engine, error) {
 	if e.supervisor, err = root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newSupervisor(e) }), "requests"); err != nil {
 		return nil, fmt.Errorf("actors: spawn supervisor: %w", err)
 	}
+	e.watchDeadLetters()
 
 	// Undelivered callbacks first: they are already decided.
 	scheduled, err := e.rescanCallbacks()
@@ -429,9 +431,11 @@ func (e *Engine) Stop(grace time.Duration) {
 	// grace: a write stalled in Pebble must not hold SIGTERM forever.
 	acceptsDone := make(chan struct{})
 	go func() { e.accepts.Wait(); close(acceptsDone) }()
+	graceEnd := time.NewTimer(grace)
+	defer graceEnd.Stop()
 	select {
 	case <-acceptsDone:
-	case <-time.After(grace):
+	case <-graceEnd.C:
 		e.log.Warn("accepts still in progress at the end of the grace")
 	}
 	for time.Now().Before(deadline) && (e.live.Load() > 0 || e.callbacksBusy.Load() > 0) {

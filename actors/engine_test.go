@@ -15,6 +15,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/chargeauth/chargeauth/internal/testwait"
 	"github.com/chargeauth/chargeauth/persistence"
 	"github.com/chargeauth/chargeauth/schedule"
 	"github.com/chargeauth/chargeauth/session"
@@ -76,10 +77,10 @@ func (f *fakeAuthz) authorize(deadline time.Time, stationID, token string) (sess
 	defer func() { f.mu.Lock(); f.inNow--; f.mu.Unlock() }()
 
 	if token == f.slow {
-		time.Sleep(f.slowFor)
+		time.Sleep(f.slowFor) // slow on purpose
 		f.slowEnd.Store(true)
 	} else if hang {
-		time.Sleep(delay)
+		time.Sleep(delay) // a service that hangs on purpose, past the deadline
 	} else if delay > 0 {
 		select {
 		case <-time.After(delay):
@@ -147,6 +148,8 @@ type harness struct {
 	store  *persistence.Store
 	authz  *fakeAuthz
 	recv   *fakeReceiver
+
+	lateAnswers atomic.Int64 // *AuthzAnswered dead letters: answers that came too late
 }
 
 // startEngine starts an engine over a fresh in-memory store, fails the test
@@ -170,22 +173,33 @@ func startOn(t *testing.T, cfg Config, authz *fakeAuthz, recv *fakeReceiver) *ha
 	if err != nil {
 		t.Fatal(err)
 	}
+	h := &harness{t: t, engine: e, store: cfg.Store, authz: authz, recv: recv}
+	failOnDeadLetters(t, e)
 	e.System().EventStream.Subscribe(func(evt any) {
 		if dl, ok := evt.(*actor.DeadLetterEvent); ok {
-			switch dl.Message.(type) {
-			case *AuthzAnswered, *retryAuthorize, *deadlinePassed, *DeliverCallback, *CallbackAttempted, *workerIdle,
-				*wakeCallbacks:
-				// expected after a decision or while stopping
-			default:
-				t.Errorf("unexpected dead letter %T to %v", dl.Message, dl.PID)
+			if _, late := dl.Message.(*AuthzAnswered); late {
+				h.lateAnswers.Add(1)
 			}
 		}
 	})
 	t.Cleanup(func() {
-		e.Stop(time.Second)
+		// No grace: what a test leaves running (a hanging call, a slow
+		// receiver) is cut off, not waited for.
+		e.Stop(0)
 		_ = cfg.Store.Close()
 	})
-	return &harness{t: t, engine: e, store: cfg.Store, authz: authz, recv: recv}
+	return h
+}
+
+// failOnDeadLetters fails t on every dead letter of e that
+// expectedDeadLetter does not name.
+func failOnDeadLetters(t *testing.T, e *Engine) {
+	t.Helper()
+	e.System().EventStream.Subscribe(func(evt any) {
+		if dl, ok := evt.(*actor.DeadLetterEvent); ok && e.expectedDeadLetter(dl) == "" {
+			t.Errorf("unexpected dead letter %T to %v", dl.Message, dl.PID)
+		}
+	})
 }
 
 func (h *harness) mustAccept(token string) session.Record {
@@ -201,26 +215,38 @@ func (h *harness) mustAccept(token string) session.Record {
 	return rec
 }
 
-// eventually polls f until it returns nil or the timeout passes.
-func eventually(t *testing.T, timeout, every time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
+// waitLateAnswers waits until n answers have come too late for their
+// request actor (dead letters).
+func (h *harness) waitLateAnswers(n int64) {
+	h.t.Helper()
+	testwait.Eventually(h.t, 10*time.Second, time.Millisecond, func() error {
+		if got := h.lateAnswers.Load(); got < n {
+			return fmt.Errorf("%d late answers, want %d", got, n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
+		return nil
+	})
+}
+
+// waitQuiet waits until nothing is left that could act: no request actor
+// lives (a late answer can only be a dead letter), no authz call runs, and
+// the sender holds no callback.
+func (h *harness) waitQuiet() {
+	h.t.Helper()
+	testwait.Eventually(h.t, 10*time.Second, time.Millisecond, func() error {
+		h.authz.mu.Lock()
+		calls := h.authz.inNow
+		h.authz.mu.Unlock()
+		if live, cbs := h.engine.LiveRequests(), h.engine.CallbacksPending(); live != 0 || calls != 0 || cbs != 0 {
+			return fmt.Errorf("%d request actors live, %d authz calls running, %d callbacks held", live, calls, cbs)
 		}
-		time.Sleep(every)
-	}
+		return nil
+	})
 }
 
 func (h *harness) waitState(id string, want session.State) session.Record {
 	h.t.Helper()
 	var rec session.Record
-	eventually(h.t, 10*time.Second, 5*time.Millisecond, func() error {
+	testwait.Eventually(h.t, 10*time.Second, 5*time.Millisecond, func() error {
 		var err error
 		rec, err = h.store.Get(id)
 		if err != nil {
@@ -294,8 +320,9 @@ func TestSlowAnswerIsUnknownAndLateAnswerChangesNothing(t *testing.T) {
 		t.Fatalf("decided %s by %s, want unknown by timeout", got.Status, got.DecidedBy)
 	}
 	// The late "answer" (the fake's own timeout error) reaches a stopped
-	// actor; wait a little longer and check nothing else happened.
-	time.Sleep(200 * time.Millisecond)
+	// actor (or one about to stop): once nothing is left to take it,
+	// check nothing else happened.
+	h.waitQuiet()
 	if cbs := h.recv.callbacks(rec.ID); len(cbs) != 1 {
 		t.Fatalf("callbacks %v: want exactly one", cbs)
 	}
@@ -352,7 +379,9 @@ func TestNoCallPastDeadline(t *testing.T) {
 			t.Errorf("%s decided %s, want unknown", id, got.Status)
 		}
 	}
-	time.Sleep(400 * time.Millisecond) // let the one running call end
+	// The running call ends: the pool hands the worker the nine waiting
+	// calls, and answers each at once, too late (ten late answers).
+	h.waitLateAnswers(10)
 	if calls, _ := authz.stats(); calls != 1 {
 		t.Errorf("%d calls, want 1: the others waited past their deadline", calls)
 	}
@@ -405,7 +434,7 @@ func TestBacklogAdmittedOldestFirst(t *testing.T) {
 		token := fmt.Sprintf("oldestFirstToken%08d", i)
 		tokens = append(tokens, token)
 		ids = append(ids, h.mustAccept(token).ID)
-		time.Sleep(time.Millisecond)
+		time.Sleep(time.Millisecond) // the arrival rate is the point: accepts go on while slots free
 	}
 	for _, id := range ids {
 		h.waitState(id, session.StateDelivered)
@@ -421,7 +450,7 @@ func TestMaxBacklog(t *testing.T) {
 	authz := &fakeAuthz{delay: time.Hour}
 	h := startEngine(t, Config{MaxInflight: 1, MaxBacklog: 2, DecisionTimeout: time.Minute}, authz, &fakeReceiver{})
 	h.mustAccept("backlogFullToken00000001") // live, once the supervisor has it
-	eventually(t, 5*time.Second, time.Millisecond, func() error {
+	testwait.Eventually(t, 5*time.Second, time.Millisecond, func() error {
 		if n := h.engine.LiveRequests(); n != 1 {
 			return fmt.Errorf("%d live", n)
 		}
@@ -429,7 +458,7 @@ func TestMaxBacklog(t *testing.T) {
 	})
 	h.mustAccept("backlogFullToken00000002") // waits
 	h.mustAccept("backlogFullToken00000003") // waits
-	eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
+	testwait.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
 		if n := h.engine.LiveRequests(); n != 1 {
 			return fmt.Errorf("%d live", n)
 		}
@@ -566,7 +595,7 @@ func TestAnswerRacesDeadline(t *testing.T) {
 			t.Errorf("%s: %s by %s", id, rec.Status, rec.DecidedBy)
 		}
 	}
-	time.Sleep(100 * time.Millisecond) // every late answer has arrived
+	h.waitQuiet() // every late answer has arrived, and no actor is left to take one
 	for _, id := range ids {
 		rec, _ := h.store.Get(id)
 		if cbs := h.recv.callbacks(id); len(cbs) != 1 || cbs[0] != rec.Status {
@@ -595,7 +624,7 @@ func TestCallbackScheduleSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, time.Millisecond, func() error {
+	testwait.Eventually(t, 10*time.Second, time.Millisecond, func() error {
 		r, _ := st.Get(rec.ID)
 		if r.CallbackAttempts < 2 {
 			return fmt.Errorf("%d attempts", r.CallbackAttempts)
@@ -632,7 +661,7 @@ func TestBreakerBacksOffWhileDownAndRecovers(t *testing.T) {
 	for i := range 40 {
 		ids = append(ids, h.mustAccept(fmt.Sprintf("breakerDriverToken%06d", i)).ID)
 	}
-	time.Sleep(time.Second)
+	time.Sleep(time.Second) // the window is the point: calls in a second while down
 	callsWhileDown, _ := authz.stats()
 	// 40 requests retrying every <=500ms for a second would make well over
 	// 80 calls; the breaker lets 5 through, then about one probe per 500ms.
@@ -700,19 +729,34 @@ func TestConcurrencyBoundUnderBurst(t *testing.T) {
 
 // A request whose deadline passes while it waits in the disk backlog is
 // decided unknown without a call.
+//
+// The ten requests share one deadline, so that the first, which holds the
+// one slot until its deadline, frees it only when the others' deadlines
+// have passed too. (Accepted one after the other, each would have a few
+// milliseconds more than the one before: a request admitted at the first
+// one's deadline still had time left, and rightly got a call.)
 func TestNoCallForExpiredBacklog(t *testing.T) {
-	authz := &fakeAuthz{delay: 600 * time.Millisecond, hang: true}
-	h := startEngine(t, Config{MaxInflight: 1, DecisionTimeout: 300 * time.Millisecond}, authz, &fakeReceiver{})
+	st := openStore(t, vfs.NewMem())
+	deadline := time.Now().UTC().Add(300 * time.Millisecond)
 	var ids []string
 	for i := range 10 {
-		ids = append(ids, h.mustAccept(fmt.Sprintf("backlogExpiry%011d", i)).ID)
+		rec := session.Record{ID: storedID(i), Request: session.Request{StationID: "123e4567-e89b-12d3-a456-426614174000",
+			DriverToken: fmt.Sprintf("backlogExpiry%011d", i), CallbackURL: "http://x/"},
+			AcceptedAt: deadline.Add(-time.Second), DecideBy: deadline, State: session.StatePending}
+		if err := st.Accept(&rec); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, rec.ID)
 	}
+	authz := &fakeAuthz{delay: 500 * time.Millisecond, hang: true}
+	h := startOn(t, Config{Store: st, MaxInflight: 1}, authz, &fakeReceiver{})
 	for _, id := range ids {
 		if got := h.waitState(id, session.StateDelivered); got.Status != session.StatusUnknown {
 			t.Errorf("%s decided %s, want unknown", id, got.Status)
 		}
 	}
-	time.Sleep(400 * time.Millisecond) // let the one running call end
+	h.waitLateAnswers(1) // the one running call has ended
+	h.waitQuiet()
 	if calls, _ := authz.stats(); calls != 1 {
 		t.Errorf("%d calls, want 1: the others expired in the backlog", calls)
 	}
@@ -732,7 +776,7 @@ func TestConcurrencyBoundDuringResume(t *testing.T) {
 	}
 	authz := &fakeAuthz{delay: 500 * time.Microsecond}
 	h := startOn(t, Config{Store: st, AuthzConcurrency: 4, MaxInflight: 100}, authz, &fakeReceiver{})
-	eventually(t, 30*time.Second, 10*time.Millisecond, func() error {
+	testwait.Eventually(t, 30*time.Second, 10*time.Millisecond, func() error {
 		if n := h.store.Count(session.StateDelivered); n != 1000 {
 			return fmt.Errorf("%d delivered", n)
 		}
@@ -777,7 +821,7 @@ func TestCallbackBacklogWaitsOnDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { e.Stop(time.Second) })
+	t.Cleanup(func() { e.Stop(0) })
 	peak := samplePeak(t, e.CallbacksPending)
 	for i := range 100 {
 		if _, err := e.Accept(session.Request{StationID: "123e4567-e89b-12d3-a456-426614174000",
@@ -785,7 +829,7 @@ func TestCallbackBacklogWaitsOnDisk(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 30*time.Second, 10*time.Millisecond, func() error {
+	testwait.Eventually(t, 30*time.Second, 10*time.Millisecond, func() error {
 		if n := st.Count(session.StateDelivered); n != 150 {
 			return fmt.Errorf("%d delivered", n)
 		}
@@ -822,7 +866,7 @@ func TestCallbackBacklogEarliestDueFirst(t *testing.T) {
 		return DeliveryResult{StatusCode: 204}
 	}
 	startOn(t, cfg, &fakeAuthz{}, &fakeReceiver{})
-	eventually(t, 10*time.Second, 5*time.Millisecond, func() error {
+	testwait.Eventually(t, 10*time.Second, 5*time.Millisecond, func() error {
 		if d := st.Count(session.StateDelivered); d != n {
 			return fmt.Errorf("%d of %d delivered", d, n)
 		}
@@ -862,7 +906,7 @@ type slowReceiver struct {
 }
 
 func (s *slowReceiver) deliver(time.Time, string, session.Request, session.Status) DeliveryResult {
-	time.Sleep(s.delay)
+	time.Sleep(s.delay) // slow on purpose
 	s.count.Add(1)
 	return DeliveryResult{StatusCode: 204}
 }
@@ -873,7 +917,7 @@ func TestCallbackHostFairness(t *testing.T) {
 	var slowDone, fastDone atomic.Int64
 	deliver := func(_ time.Time, _ string, req session.Request, _ session.Status) DeliveryResult {
 		if strings.Contains(req.CallbackURL, "slow.example") {
-			time.Sleep(300 * time.Millisecond)
+			time.Sleep(300 * time.Millisecond) // the slow host, slow on purpose
 			slowDone.Add(1)
 		} else {
 			fastDone.Add(1)
@@ -887,7 +931,7 @@ func TestCallbackHostFairness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { e.Stop(time.Second) })
+	t.Cleanup(func() { e.Stop(0) })
 	accept := func(url string, i int) {
 		t.Helper()
 		if _, err := e.Accept(session.Request{StationID: "123e4567-e89b-12d3-a456-426614174000",
@@ -901,7 +945,7 @@ func TestCallbackHostFairness(t *testing.T) {
 	for i := range 20 {
 		accept("http://fast.example/cb", 100+i)
 	}
-	eventually(t, 10*time.Second, 5*time.Millisecond, func() error {
+	testwait.Eventually(t, 10*time.Second, 5*time.Millisecond, func() error {
 		if n := fastDone.Load(); n != 20 {
 			return fmt.Errorf("%d fast callbacks delivered", n)
 		}
@@ -918,9 +962,10 @@ func TestCallbackHostFairness(t *testing.T) {
 // Callbacks parked for a failing receiver do not hold back a healthy one,
 // even when they fill most of the sender's memory limit.
 func TestOverflowDoesNotStallHealthyReceivers(t *testing.T) {
-	var healthy atomic.Int64
+	var healthy, dead atomic.Int64
 	deliver := func(_ time.Time, _ string, req session.Request, _ session.Status) DeliveryResult {
 		if strings.Contains(req.CallbackURL, "dead.example") {
+			dead.Add(1)
 			return DeliveryResult{StatusCode: 503, Err: errors.New("503"), Retryable: true, RetryAfter: time.Minute}
 		}
 		healthy.Add(1)
@@ -943,11 +988,17 @@ func TestOverflowDoesNotStallHealthyReceivers(t *testing.T) {
 	for i := range 12 { // more than the limit: some wait on disk
 		accept("http://dead.example/cb", i)
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Every dead callback has failed once and waits for its retry.
+	testwait.Eventually(t, 5*time.Second, time.Millisecond, func() error {
+		if n := dead.Load(); n < 12 {
+			return fmt.Errorf("%d of 12 dead callbacks attempted", n)
+		}
+		return nil
+	})
 	for i := range 5 {
 		accept("http://ok.example/cb", 100+i)
 	}
-	eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
+	testwait.Eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if n := healthy.Load(); n != 5 {
 			return fmt.Errorf("%d of 5 healthy callbacks delivered", n)
 		}
@@ -968,7 +1019,12 @@ func TestLateAcceptedAfterScanChangesNothing(t *testing.T) {
 	h.waitState(second.ID, session.StateDelivered)
 
 	h.engine.system.Root.Send(h.engine.supervisor, &Accepted{Record: second})
-	time.Sleep(200 * time.Millisecond)
+	// The supervisor's mailbox is FIFO: once it answers a resume, it has
+	// taken the late Accepted; once no actor lives, its actor is done.
+	if _, err := h.engine.system.Root.RequestFuture(h.engine.supervisor, &resume{}, 5*time.Second).Result(); err != nil {
+		t.Fatal(err)
+	}
+	h.waitQuiet()
 	if calls, _ := authz.stats(); calls != 2 {
 		t.Errorf("%d calls to the authorization service, want 2", calls)
 	}
@@ -1024,7 +1080,7 @@ func (r *checkedReceiver) deliver(_ time.Time, id string, _ session.Request, _ s
 	r.attempts[id]++
 	r.mu.Unlock()
 
-	time.Sleep(50 * time.Microsecond) // a window for an overlapping attempt to show
+	time.Sleep(50 * time.Microsecond) // on purpose: a window for an overlapping attempt to show
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -1085,7 +1141,7 @@ func samplePeak(t *testing.T, f func() int64) *atomic.Int64 {
 			if n := f(); n > peak.Load() {
 				peak.Store(n)
 			}
-			time.Sleep(100 * time.Microsecond)
+			time.Sleep(100 * time.Microsecond) // the sampling period
 		}
 	}()
 	t.Cleanup(func() { close(stop); <-done })
@@ -1112,7 +1168,7 @@ func TestRetriesWaitingInMemoryAreBounded(t *testing.T) {
 	}
 	// Every callback is retried at least twice while the receiver is down:
 	// the retries went to the store and came back.
-	eventually(t, 30*time.Second, 10*time.Millisecond, func() error {
+	testwait.Eventually(t, 30*time.Second, 10*time.Millisecond, func() error {
 		if p := peak.Load(); p > limit {
 			t.Fatalf("the sender held %d callbacks at once while the receiver was down, want at most %d", p, limit)
 		}
@@ -1122,7 +1178,7 @@ func TestRetriesWaitingInMemoryAreBounded(t *testing.T) {
 		return nil
 	})
 	recv.down.Store(false)
-	eventually(t, 30*time.Second, 10*time.Millisecond, func() error {
+	testwait.Eventually(t, 30*time.Second, 10*time.Millisecond, func() error {
 		if d := st.Count(session.StateDelivered); d != n {
 			return fmt.Errorf("%d of %d delivered", d, n)
 		}
@@ -1159,7 +1215,7 @@ func TestRetryWaitingInTheStoreComesBackWhenDue(t *testing.T) {
 	for i := range ids {
 		ids[i] = h.mustAccept(fmt.Sprintf("releasedRetryToken%06d", i)).ID
 	}
-	eventually(t, 10*time.Second, time.Millisecond, func() error {
+	testwait.Eventually(t, 10*time.Second, time.Millisecond, func() error {
 		if least := recv.minAttempts(ids); least < 1 {
 			return errors.New("not every callback was attempted yet")
 		}

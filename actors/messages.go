@@ -35,20 +35,20 @@ type AuthzAnswered struct {
 func (*AuthzAnswered) NotInfluenceReceiveTimeout() {}
 
 // IgnoreDeadLetterLogging: an answer that arrives after its request actor
-// decided by timeout and stopped is expected.
+// decided by timeout and stopped is expected (see expectedDeadLetter).
 func (*AuthzAnswered) IgnoreDeadLetterLogging() {}
 
-// retryAuthorize is the request actor's own timer after a failed call.
+// retryAuthorize is the request actor's own timer after a failed call. It
+// is never a dead letter: the actor stops its timers when it stops.
 type retryAuthorize struct{}
 
 func (*retryAuthorize) NotInfluenceReceiveTimeout() {}
-func (*retryAuthorize) IgnoreDeadLetterLogging()    {}
 
-// deadlinePassed is the request actor's deadline timer.
+// deadlinePassed is the request actor's deadline timer (never a dead
+// letter either).
 type deadlinePassed struct{}
 
 func (*deadlinePassed) NotInfluenceReceiveTimeout() {}
-func (*deadlinePassed) IgnoreDeadLetterLogging()    {}
 
 // workerIdle tells the pool that a worker finished its call.
 type workerIdle struct{}
@@ -61,9 +61,6 @@ type DeliverCallback struct {
 	Record session.Record
 }
 
-// IgnoreDeadLetterLogging: a retry timer may fire while the engine stops.
-func (*DeliverCallback) IgnoreDeadLetterLogging() {}
-
 // rescanCallbacks tells the callback sender to read the store's due index
 // again (on start, and after the store recovers): it takes what is due,
 // and arms its wake for the first that is not.
@@ -71,10 +68,9 @@ type rescanCallbacks struct{}
 
 // wakeCallbacks is the callback sender's wake timer: the earliest callback
 // waiting in the store is due, so it reads the due index again. gen tells
-// a timer stopped too late from the one armed now.
+// a wake already in the mailbox when the timer was re-armed from the one
+// armed now. The sender stops the timer when it stops: never a dead letter.
 type wakeCallbacks struct{ gen uint64 }
-
-func (*wakeCallbacks) IgnoreDeadLetterLogging() {}
 
 // CallbackAttempted is a delivery task's report once its attempt is stored.
 type CallbackAttempted struct {

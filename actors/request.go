@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
-	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -17,10 +16,11 @@ import (
 // calls while the deadline allows, and decides unknown when the deadline
 // comes first.
 //
-// The deadline is a plain timer that sends *deadlinePassed, not protoactor's
-// receive timeout: that one slides with every ordinary message, and (in the
-// version we build with) its timer goroutine writes the context's timeout
-// field while the mailbox goroutine reads it, which `go test -race` reports.
+// The deadline is a plain timer (a sendTimer, stopped with the actor) that
+// sends *deadlinePassed, not protoactor's receive timeout: that one slides
+// with every ordinary message, and (in the version we build with) its timer
+// goroutine writes the context's timeout field while the mailbox goroutine
+// reads it, which `go test -race` reports.
 // Every message the actor may get before deciding still implements
 // NotInfluenceReceiveTimeout, so nothing changes if a receive timeout is
 // ever used again.
@@ -28,10 +28,11 @@ type requestActor struct {
 	e   *Engine
 	rec session.Record
 
-	calls   int   // calls asked of the pool
-	lastErr error // why the last call gave no answer
-	timer   *time.Timer
-	done    bool
+	calls    int   // calls asked of the pool
+	lastErr  error // why the last call gave no answer
+	deadline sendTimer
+	retry    sendTimer // armed after a failed call
+	done     bool
 
 	checkStore bool // it may be decided already: look before asking
 }
@@ -56,8 +57,7 @@ func (r *requestActor) Receive(ctx actor.Context) {
 			r.decide(ctx, session.StatusUnknown, "timeout", session.ByTimeout)
 			return
 		}
-		self, root := ctx.Self(), r.e.system.Root
-		r.timer = time.AfterFunc(left, func() { root.Send(self, &deadlinePassed{}) })
+		r.deadline.start(left, r.e.system.Root, ctx.Self(), &deadlinePassed{})
 		r.ask(ctx)
 	case *AuthzAnswered:
 		if r.done {
@@ -74,8 +74,7 @@ func (r *requestActor) Receive(ctx actor.Context) {
 		if r.e.cfg.now().Add(delay).After(r.rec.DecideBy) {
 			return // the deadline comes first
 		}
-		self, root := ctx.Self(), r.e.system.Root
-		time.AfterFunc(delay, func() { root.Send(self, &retryAuthorize{}) })
+		r.retry.start(delay, r.e.system.Root, ctx.Self(), &retryAuthorize{})
 	case *retryAuthorize:
 		if !r.done {
 			r.ask(ctx)
@@ -86,10 +85,19 @@ func (r *requestActor) Receive(ctx actor.Context) {
 			reason = "timeout: " + r.lastErr.Error()
 		}
 		r.decide(ctx, session.StatusUnknown, reason, session.ByTimeout)
-	case *actor.Stopping, *actor.Stopped, *actor.Restarting:
+	case *actor.Stopping, *actor.Restarting:
+		// Stopped by Stop (or restarted after a panic) before deciding:
+		// no timer of this actor outlives it.
+		r.stopTimers()
+	case *actor.Stopped:
 	default:
 		r.logger().Debug("unexpected message", "type", typeName(msg))
 	}
+}
+
+func (r *requestActor) stopTimers() {
+	r.deadline.stop()
+	r.retry.stop()
 }
 
 func (r *requestActor) ask(ctx actor.Context) {
@@ -110,9 +118,7 @@ func (r *requestActor) decide(ctx actor.Context, status session.Status, reason s
 		return
 	}
 	r.done = true
-	if r.timer != nil {
-		r.timer.Stop()
-	}
+	r.stopTimers()
 	defer ctx.Stop(ctx.Self())
 
 	rec, err := r.e.cfg.Store.Decide(r.rec.ID, status, reason, by, r.e.cfg.now().UTC())

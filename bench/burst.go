@@ -19,7 +19,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/chargeauth/chargeauth/http/api"
+	"github.com/chargeauth/chargeauth/node"
 )
 
 // The burst workload: N requests as fast as chargeauth acknowledges them,
@@ -354,7 +354,7 @@ func (cfg BurstConfig) Run() (_ *BurstReport, err error) {
 	}
 	defer os.RemoveAll(dir)
 
-	svc, err := api.New(api.Config{
+	svc, err := node.Start(node.Config{
 		Listen:                "127.0.0.1:0",
 		AdminListen:           "127.0.0.1:0",
 		DataDir:               dir,
@@ -365,7 +365,7 @@ func (cfg BurstConfig) Run() (_ *BurstReport, err error) {
 		AllowPrivateCallbacks: true,
 		ShutdownGrace:         5 * time.Second,
 		Logger:                cfg.Logger,
-	})
+	}.WithDefaults())
 	if err != nil {
 		return nil, fmt.Errorf("burst: start chargeauth: %w", err)
 	}

@@ -14,8 +14,8 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/chargeauth/chargeauth/acl"
-	"github.com/chargeauth/chargeauth/http/api"
 	"github.com/chargeauth/chargeauth/http/authz"
+	"github.com/chargeauth/chargeauth/node"
 )
 
 // maxDrain bounds the wait for callbacks after the load.
@@ -98,7 +98,7 @@ func (cfg ChargeauthConfig) Run() (_ *Report, err error) {
 	go sink.Serve(sinkLn) //nolint:errcheck // ends at Shutdown
 	defer sink.Shutdown() //nolint:errcheck
 
-	svc, err := api.New(api.Config{
+	svc, err := node.Start(node.Config{
 		Listen:                "127.0.0.1:0",
 		AdminListen:           "127.0.0.1:0",
 		DataDir:               dir,
@@ -107,7 +107,7 @@ func (cfg ChargeauthConfig) Run() (_ *Report, err error) {
 		AllowPrivateCallbacks: true,
 		ShutdownGrace:         5 * time.Second,
 		Logger:                log,
-	})
+	}.WithDefaults())
 	if err != nil {
 		return nil, fmt.Errorf("chargeauth: start: %w", err)
 	}

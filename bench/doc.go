@@ -13,7 +13,7 @@
 //     pebble.Sync Set per request. It is the simplest front that loses
 //     nothing it acknowledged: what this machine's disk allows a durable
 //     accept, with nothing decided.
-//   - chargeauth: the whole service (api.New) on 127.0.0.1, its Pebble store in
+//   - chargeauth: the whole service (node.Start) on 127.0.0.1, its Pebble store in
 //     a fresh directory on real disk (every 202 waits for an fsync), an
 //     in-process authorization service (authz.NewServer) whose ACL allows the
 //     token sent, and an in-process callback sink that records when each
@@ -51,7 +51,7 @@
 // capacity. With D = 1ms it is the "1 ms fake authorization service" of
 // the end-to-end target.
 //
-// The bench calls api.ScaleGOMAXPROCS, as serve does, so both workloads
+// The bench calls node.ScaleGOMAXPROCS, as serve does, so both workloads
 // run with GOMAXPROCS at twice the CPUs (unless GOMAXPROCS is set).
 //
 // Each workload also keeps a timeline (timeline.go): one point per
@@ -96,7 +96,7 @@
 // With -workload burst (burst.go) it runs another workload instead: a
 // fake authorization service on 127.0.0.1 answers {"status":"allowed"}
 // after -fake-delay (1ms); its capacity is measured first, driven directly
-// at concurrency 64 for 3s. Then chargeauth (api.New, Pebble on disk,
+// at concurrency 64 for 3s. Then chargeauth (node.Start, Pebble on disk,
 // authz concurrency 64, max inflight 10000, decision timeout
 // -decision-timeout, 1h, so that nothing times out and the drain rate is
 // measured) gets -burst N requests, closed loop, as fast as it acknowledges

@@ -15,8 +15,8 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/chargeauth/chargeauth/acl"
-	"github.com/chargeauth/chargeauth/http/api"
 	"github.com/chargeauth/chargeauth/http/authz"
+	"github.com/chargeauth/chargeauth/node"
 )
 
 // FleetConfig configures the fleet workload: Nodes chargeauth services
@@ -87,8 +87,8 @@ func (cfg FleetConfig) Run() (_ *Report, err error) {
 	go sink.Serve(sinkLn) //nolint:errcheck // ends at Shutdown
 	defer sink.Shutdown() //nolint:errcheck
 
-	type node struct{ id, public, admin, dir string }
-	nodes := make([]node, cfg.Nodes)
+	type benchNode struct{ id, public, admin, dir string }
+	nodes := make([]benchNode, cfg.Nodes)
 	var peers []string
 	for i := range nodes {
 		n := &nodes[i]
@@ -105,14 +105,10 @@ func (cfg FleetConfig) Run() (_ *Report, err error) {
 		defer os.RemoveAll(n.dir)
 		peers = append(peers, n.id+"=http://"+n.public)
 	}
-	peerList, err := api.ParsePeers(strings.Join(peers, ","), "")
-	if err != nil {
-		return nil, err
-	}
 	for _, n := range nodes {
-		svc, err := api.New(api.Config{Listen: n.public, AdminListen: n.admin, DataDir: n.dir,
+		svc, err := node.Start(node.Config{Listen: n.public, AdminListen: n.admin, DataDir: n.dir,
 			AuthzURL: "http://" + authzLn.Addr().String(), AllowPrivateCallbacks: true,
-			ShutdownGrace: 5 * time.Second, Logger: log, NodeID: n.id, Peers: peerList})
+			ShutdownGrace: 5 * time.Second, Logger: log, NodeID: n.id, Peers: strings.Join(peers, ",")}.WithDefaults())
 		if err != nil {
 			return nil, fmt.Errorf("fleet: start %s: %w", n.id, err)
 		}

@@ -11,7 +11,7 @@ import (
 	"runtime/pprof"
 	"time"
 
-	"github.com/chargeauth/chargeauth/http/api"
+	"github.com/chargeauth/chargeauth/node"
 )
 
 // options are the command line.
@@ -36,7 +36,7 @@ type options struct {
 
 func main() {
 	// As serve does, and for both workloads, so that they compare.
-	api.ScaleGOMAXPROCS()
+	node.ScaleGOMAXPROCS()
 	var o options
 	flag.IntVar(&o.load.Concurrency, "concurrency", 64, "workers (and connections) of the load generator")
 	flag.DurationVar(&o.load.Duration, "duration", 10*time.Second, "how long each workload's load lasts (0: bounded by -requests only)")

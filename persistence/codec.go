@@ -13,12 +13,13 @@ import (
 
 // The value stored under r/<id> is a version byte and a body.
 //
-//	0x01 (recordV1)  the binary layout below
+//	0x02 (recordV2)  the binary layout below; the only one written
+//	0x01 (recordV1)  the same without the fields marked v2; still read
 //	'{'              the JSON of session.Record, as written before recordV1;
 //	                 still read so that existing data directories open, never
 //	                 written
 //
-// recordV1 body, fields in this order, nothing after the last:
+// recordV2 body, fields in this order, nothing after the last:
 //
 //	str  ID, StationID, DriverToken, CallbackURL
 //	time AcceptedAt, DecideBy
@@ -27,10 +28,12 @@ import (
 //	int  CallbackAttempts
 //	uint len(Attempts), then per attempt:
 //	     time At; int StatusCode; str Error; DurationMS as 8 bytes,
-//	     little-endian math.Float64bits
+//	     little-endian math.Float64bits; str Response (v2)
 //	time NextAttemptAt
 //	str  LastError
 //	time DeliveredAt, FailedAt, RedeliveredAt
+//	int  RoundStartAttempts (v2)
+//	uint len(Redeliveries) (v2), then per redelivery: time FailedAt, At
 //
 // where uint is a uvarint, int a varint, str a uvarint byte length and the
 // bytes, and time a tag byte:
@@ -42,9 +45,13 @@ import (
 //
 // Times decode in UTC: the location and the monotonic reading are not kept,
 // so compare decoded times with Equal. To change the layout, add a version;
-// keep decoding the old ones.
+// keep decoding the old ones. A recordV1 value decodes with the v2 fields
+// zero: no response kept, the round started at attempt 0 (V1 reset the
+// count on redelivery), no earlier redeliveries (V1 kept only
+// RedeliveredAt).
 const (
 	recordV1   = 0x01
+	recordV2   = 0x02
 	recordJSON = '{'
 
 	timeZero = 0
@@ -58,17 +65,22 @@ const (
 const maxAttemptsDecoded = 1000
 
 // minAttemptSize is the fewest bytes one encoded attempt takes: a zero time,
-// a one-byte status code, an empty error and the 8 bytes of DurationMS.
+// a one-byte status code, an empty error and the 8 bytes of DurationMS (and
+// in recordV2 an empty response, not counted: the bound stays the V1 one).
 const minAttemptSize = 1 + 1 + 1 + 8
 
+// maxRedeliveriesDecoded bounds the redelivery count a value may claim, as
+// maxAttemptsDecoded does the attempts'; each takes at least two bytes.
+const maxRedeliveriesDecoded = 1000
+
 // errCorrupt is wrapped, with the id and what was being read, by every
-// decoding failure of a recordV1 value, and by an empty value.
+// decoding failure of a recordV1 or recordV2 value, and by an empty value.
 var errCorrupt = errors.New("persistence: corrupt record")
 
-// appendRecord appends the recordV1 encoding of rec to dst. It allocates
+// appendRecord appends the recordV2 encoding of rec to dst. It allocates
 // only when dst must grow.
 func appendRecord(dst []byte, rec *session.Record) []byte {
-	dst = append(dst, recordV1)
+	dst = append(dst, recordV2)
 	dst = appendString(dst, rec.ID)
 	dst = appendString(dst, rec.StationID)
 	dst = appendString(dst, rec.DriverToken)
@@ -88,12 +100,19 @@ func appendRecord(dst []byte, rec *session.Record) []byte {
 		dst = binary.AppendVarint(dst, int64(a.StatusCode))
 		dst = appendString(dst, a.Error)
 		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(a.DurationMS))
+		dst = appendString(dst, a.Response)
 	}
 	dst = appendTime(dst, rec.NextAttemptAt)
 	dst = appendString(dst, rec.LastError)
 	dst = appendTime(dst, rec.DeliveredAt)
 	dst = appendTime(dst, rec.FailedAt)
 	dst = appendTime(dst, rec.RedeliveredAt)
+	dst = binary.AppendVarint(dst, int64(rec.RoundStartAttempts))
+	dst = binary.AppendUvarint(dst, uint64(len(rec.Redeliveries)))
+	for _, r := range rec.Redeliveries {
+		dst = appendTime(dst, r.FailedAt)
+		dst = appendTime(dst, r.At)
+	}
 	return dst
 }
 
@@ -121,12 +140,13 @@ func appendTime(dst []byte, t time.Time) []byte {
 	return binary.AppendVarint(append(dst, timeNano), t.UnixNano())
 }
 
-// decodeRecordV1 decodes a recordV1 value, version byte included; the caller
-// wraps its errors with errCorrupt. Every
+// decodeRecordBinary decodes a recordV1 or recordV2 value, version byte
+// included; the caller wraps its errors with errCorrupt. Every
 // string in the record is a substring of one copy of v, so the record holds
 // nothing of v and costs one allocation for its strings and one for its
 // attempts.
-func decodeRecordV1(v []byte) (session.Record, error) {
+func decodeRecordBinary(v []byte) (session.Record, error) {
+	v2 := v[0] == recordV2
 	d := recordDecoder{b: v, s: string(v), off: 1}
 	var rec session.Record
 	rec.ID = d.string("id")
@@ -152,6 +172,9 @@ func decodeRecordV1(v []byte) (session.Record, error) {
 				a.StatusCode = d.int("attempt status_code")
 				a.Error = d.string("attempt error")
 				a.DurationMS = math.Float64frombits(d.uint64LE("attempt duration_ms"))
+				if v2 {
+					a.Response = d.string("attempt response")
+				}
 			}
 		}
 	}
@@ -160,6 +183,20 @@ func decodeRecordV1(v []byte) (session.Record, error) {
 	rec.DeliveredAt = d.time("delivered_at")
 	rec.FailedAt = d.time("failed_at")
 	rec.RedeliveredAt = d.time("redelivered_at")
+	if v2 {
+		rec.RoundStartAttempts = d.int("round_start_attempts")
+		if n := d.uvarint("redeliveries"); d.err == nil && n > 0 {
+			if n > maxRedeliveriesDecoded || n > uint64(len(d.b)-d.off)/2 {
+				d.fail("redeliveries", fmt.Errorf("count %d too large", n))
+			} else {
+				rec.Redeliveries = make([]session.Redelivery, n)
+				for i := range rec.Redeliveries {
+					rec.Redeliveries[i].FailedAt = d.time("redelivery failed_at")
+					rec.Redeliveries[i].At = d.time("redelivery at")
+				}
+			}
+		}
+	}
 	if d.err == nil && d.off != len(d.b) {
 		d.fail("end", fmt.Errorf("%d trailing bytes", len(d.b)-d.off))
 	}

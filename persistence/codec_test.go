@@ -2,10 +2,12 @@ package persistence
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -36,15 +38,21 @@ func fullRecord() *session.Record {
 
 		CallbackAttempts: 3,
 		Attempts: []session.AttemptLog{
-			{At: at.Add(time.Second), StatusCode: 503, Error: "503 Service Unavailable", DurationMS: 12.5},
-			{At: at.Add(3 * time.Second), StatusCode: -1, Error: "dial tcp: connection refused", DurationMS: 0.25},
-			{At: at.Add(7 * time.Second).In(time.UTC), StatusCode: 204, Error: "-", DurationMS: 3.0e-9},
+			{At: at.Add(time.Second), StatusCode: 503, Error: "503 Service Unavailable", DurationMS: 12.5, Response: "busy\r\n\x00\xff"},
+			{At: at.Add(3 * time.Second), StatusCode: -1, Error: "dial tcp: connection refused", DurationMS: 0.25, Response: "-"},
+			{At: at.Add(7 * time.Second).In(time.UTC), StatusCode: 204, Error: "-", DurationMS: 3.0e-9, Response: `{"ok":true}`},
 		},
 		NextAttemptAt: at.Add(15 * time.Second),
 		LastError:     "dial tcp: connection refused",
 		DeliveredAt:   at.Add(7 * time.Second),
 		FailedAt:      at.Add(5 * time.Second),
 		RedeliveredAt: at.Add(6 * time.Second),
+
+		RoundStartAttempts: 2,
+		Redeliveries: []session.Redelivery{
+			{FailedAt: at.Add(2 * time.Second), At: at.Add(2500 * time.Millisecond)},
+			{FailedAt: at.Add(5 * time.Second), At: at.Add(6 * time.Second).In(time.UTC)},
+		},
 	}
 }
 
@@ -63,6 +71,8 @@ func farRecord() *session.Record {
 		{DurationMS: math.NaN()},
 		{DurationMS: math.Copysign(0, -1)},
 	}
+	rec.RoundStartAttempts = math.MaxInt64
+	rec.Redeliveries = []session.Redelivery{{}, {At: time.Unix(0, math.MinInt64).UTC()}}
 	return rec
 }
 
@@ -108,8 +118,8 @@ func TestRecordRoundTrip(t *testing.T) {
 				t.Fatalf("encodeRecord did not append to dst: %q", v)
 			}
 			v = v[4:]
-			if v[0] != recordV1 {
-				t.Fatalf("version byte %#x, want %#x", v[0], recordV1)
+			if v[0] != recordV2 {
+				t.Fatalf("version byte %#x, want %#x", v[0], recordV2)
 			}
 			got, err := decodeRecord(rec.ID, v)
 			if err != nil {
@@ -154,8 +164,11 @@ func TestDecodeRecordJSON(t *testing.T) {
 	}
 	mustEqualRecord(t, got, want)
 
-	// And whatever encoding/json makes of a full record.
+	// And whatever encoding/json makes of a full record, but the fields
+	// added after the JSON encoding, which it never wrote.
 	full := fullRecord()
+	full.RoundStartAttempts, full.Redeliveries = 0, nil
+	full.Attempts[0].Response = "busy\r\n\x00" // JSON strings are UTF-8: \xff would not survive
 	v, err := json.Marshal(full)
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +191,10 @@ func TestDecodeRecordErrors(t *testing.T) {
 	}{
 		{"empty", "", true},
 		{"version 0", "\x00", false},
-		{"version 2", "\x02" + string(valid[1:]), false},
+		{"version 3", "\x03" + string(valid[1:]), false},
+		{"redelivery count over the bytes left", "\x02" + strings.Repeat("\x00", 19) + "\x05\x00\x00", true},
+		{"redelivery count over the limit", "\x02" + strings.Repeat("\x00", 19) + "\xe9\x07" + strings.Repeat("\x00", 2*1001), true},
+		{"v1 value read as v2", "\x02" + string(goldenV1(t, "FULL")[1:]), true},
 		{"bad json", `{"request_id":`, false},
 		{"json array", `[]`, false},
 		{"trailing byte", string(valid) + "\x00", true},
@@ -204,9 +220,12 @@ func TestDecodeRecordErrors(t *testing.T) {
 	}
 	// The minimal valid value, to show the cases above differ from it only
 	// where they mean to.
-	minimal := "\x01" + strings.Repeat("\x00", 18)
+	minimal := "\x02" + strings.Repeat("\x00", 20)
 	if _, err := decodeRecord("the-id", []byte(minimal)); err != nil {
 		t.Fatalf("minimal value: %v", err)
+	}
+	if _, err := decodeRecord("the-id", []byte("\x01"+strings.Repeat("\x00", 18))); err != nil {
+		t.Fatalf("minimal v1 value: %v", err)
 	}
 	if got := appendRecord(nil, &session.Record{}); string(got) != minimal {
 		t.Fatalf("empty record encodes as %q, want %q", got, minimal)
@@ -255,7 +274,7 @@ func TestRecordCodecAllocs(t *testing.T) {
 		{"appendRecord into room", 0, func() { buf = appendRecord(buf[:0], full) }},
 		{"encodeRecord into room", 0, func() { buf, _ = encodeRecord(buf[:0], full) }},
 		{"decodeRecord pending", 1, func() { _, _ = decodeRecord(pend.ID, pendV) }}, // the strings
-		{"decodeRecord full", 2, func() { _, _ = decodeRecord(full.ID, fullV) }},    // the strings, the attempts
+		{"decodeRecord full", 3, func() { _, _ = decodeRecord(full.ID, fullV) }},    // the strings, the attempts, the redeliveries
 	} {
 		if got := testing.AllocsPerRun(100, tc.f); got > tc.max {
 			t.Errorf("%s: %v allocations, want at most %v", tc.name, got, tc.max)
@@ -431,4 +450,73 @@ func eachTime(rec session.Record, f func(path string, t time.Time)) {
 	f("DeliveredAt", rec.DeliveredAt)
 	f("FailedAt", rec.FailedAt)
 	f("RedeliveredAt", rec.RedeliveredAt)
+}
+
+// goldenV1 is a value written by the version before recordV2, from
+// testdata/recordv1.
+func goldenV1(t testing.TB, name string) []byte {
+	t.Helper()
+	data, err := os.ReadFile("testdata/recordv1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "v1" && f[1] == name {
+			v, err := hex.DecodeString(f[2])
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+	}
+	t.Fatalf("testdata/recordv1: no value %s", name)
+	return nil
+}
+
+// Records written by the version before recordV2 still decode, with the
+// fields it did not have zero; a redelivered one shows its redelivery.
+func TestDecodeRecordV1(t *testing.T) {
+	want := fullRecord()
+	want.RoundStartAttempts, want.Redeliveries = 0, nil
+	for i := range want.Attempts {
+		want.Attempts[i].Response = ""
+	}
+	v := goldenV1(t, "FULL")
+	if v[0] != recordV1 {
+		t.Fatalf("golden value has version %#x", v[0])
+	}
+	got, err := decodeRecord(want.ID, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqualRecord(t, got, want)
+
+	red, err := decodeRecord("r", goldenV1(t, "REDELIVERED"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if red.State != session.StateDecided || red.CallbackAttempts != 1 || red.RoundStartAttempts != 0 {
+		t.Errorf("redelivered v1: %+v", red)
+	}
+	var steps []string
+	for _, tr := range red.Transitions() {
+		steps = append(steps, fmt.Sprintf("%s@+%s", tr.State, tr.At.Sub(t0)))
+	}
+	if got, want := strings.Join(steps, " "), "pending@+0s decided@+1s redelivered@+1m0s"; got != want {
+		t.Errorf("transitions %s, want %s", got, want)
+	}
+
+	// Written again, it is a recordV2 value that decodes to the same.
+	v2, err := encodeRecord(nil, &got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v2[0] != recordV2 {
+		t.Fatalf("re-encoded with version %#x", v2[0])
+	}
+	again, err := decodeRecord(want.ID, v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqualRecord(t, again, want)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/chargeauth/chargeauth/internal/testwait"
 	"github.com/chargeauth/chargeauth/session"
 )
 
@@ -46,7 +47,7 @@ func (d *walDisk) MaybeError(op errorfs.Op) error {
 		<-h.release
 	}
 	if d.syncDelay > 0 {
-		time.Sleep(d.syncDelay)
+		time.Sleep(d.syncDelay) // a slow fsync, on purpose
 	}
 	return nil
 }
@@ -278,10 +279,13 @@ func TestCommitterFailedGroupFailsEveryWaiter(t *testing.T) {
 		defer s.committer.mu.Unlock()
 		return len(s.committer.queue)
 	}
-	for deadline := time.Now().Add(10 * time.Second); queued() < accepts+syncs+decides; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d writers queued behind the held fsync\n%s", queued(), accepts+syncs+decides, allStacks())
+	if err := testwait.Poll(10*time.Second, time.Millisecond, func() error {
+		if n := queued(); n < accepts+syncs+decides {
+			return fmt.Errorf("%d of %d writers queued behind the held fsync", n, accepts+syncs+decides)
 		}
+		return nil
+	}); err != nil {
+		t.Fatalf("%v\n%s", err, allStacks())
 	}
 
 	disk.failing.Store(true)
@@ -308,11 +312,7 @@ func TestCommitterFailedGroupFailsEveryWaiter(t *testing.T) {
 	}
 
 	disk.failing.Store(false)
-	for deadline := time.Now().Add(10 * time.Second); recovered.Load() == 0; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the store did not reopen after the fault cleared")
-		}
-	}
+	testwait.Until(t, 10*time.Second, "the store to reopen after the fault cleared", func() bool { return recovered.Load() != 0 })
 	if _, err := s.Get(testID(0, 0)); err != nil {
 		t.Errorf("the acknowledged accept before the failed group: %v", err)
 	}
@@ -428,11 +428,7 @@ func TestCommitterBatchFollowsReopen(t *testing.T) {
 		t.Fatalf("commit during the fault = %v, want ErrUnavailable", err)
 	}
 	disk.failing.Store(false)
-	for deadline := time.Now().Add(10 * time.Second); recovered.Load() == 0; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the store did not reopen")
-		}
-	}
+	testwait.Until(t, 10*time.Second, "the store to reopen", func() bool { return recovered.Load() != 0 })
 	if s.committer.batchDB != first {
 		t.Fatal("the committer's batch changed without a group")
 	}

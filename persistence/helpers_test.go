@@ -85,6 +85,16 @@ func formatRecord(r session.Record) string {
 	if !r.FailedAt.IsZero() {
 		fmt.Fprintf(&b, " failed=%s", rel(r.FailedAt))
 	}
+	if r.RoundStartAttempts != 0 {
+		fmt.Fprintf(&b, " round_from=%d", r.RoundStartAttempts)
+	}
+	for i, rd := range r.Redeliveries {
+		sep := ","
+		if i == 0 {
+			sep = " redeliveries="
+		}
+		fmt.Fprintf(&b, "%sfailed%s>redelivered%s", sep, rel(rd.FailedAt), rel(rd.At))
+	}
 	return b.String()
 }
 

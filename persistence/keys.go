@@ -96,8 +96,9 @@ func idAfter(prefix []byte, id string) []byte {
 	return append(k, 0)
 }
 
-// encodeRecord appends to dst the value stored under r/<id>: the recordV1
-// encoding (see codec.go). It refuses a record with more attempts than
+// encodeRecord appends to dst the value stored under r/<id>: the recordV2
+// encoding (see codec.go). It refuses a record with more attempts or
+// redeliveries than
 // decodeRecord accepts. Callers pass a buffer they reuse, or one with room
 // for a typical record (recordRoom).
 func encodeRecord(dst []byte, rec *session.Record) ([]byte, error) {
@@ -105,13 +106,17 @@ func encodeRecord(dst []byte, rec *session.Record) ([]byte, error) {
 		return dst, fmt.Errorf("persistence: encode %s: %d attempts, more than %d",
 			rec.ID, len(rec.Attempts), maxAttemptsDecoded)
 	}
+	if len(rec.Redeliveries) > maxRedeliveriesDecoded {
+		return dst, fmt.Errorf("persistence: encode %s: %d redeliveries, more than %d",
+			rec.ID, len(rec.Redeliveries), maxRedeliveriesDecoded)
+	}
 	return appendRecord(dst, rec), nil
 }
 
 // recordRoom holds a record with a few attempts in one allocation.
 const recordRoom = 512
 
-// decodeRecord reads a value stored under r/<id>: recordV1, or the JSON
+// decodeRecord reads a value stored under r/<id>: recordV2, recordV1, or the JSON
 // written before it. v may be reused by Pebble after the call: decodeRecord
 // copies what it keeps. Times decode in UTC from recordV1 and in their
 // written offset from JSON: compare them with Equal.
@@ -123,8 +128,8 @@ func decodeRecord(id string, v []byte) (session.Record, error) {
 	switch {
 	case len(v) == 0:
 		return session.Record{}, fmt.Errorf("%w %s: empty value", errCorrupt, id)
-	case v[0] == recordV1:
-		if rec, err = decodeRecordV1(v); err != nil {
+	case v[0] == recordV1 || v[0] == recordV2:
+		if rec, err = decodeRecordBinary(v); err != nil {
 			return session.Record{}, fmt.Errorf("%w %s: %w", errCorrupt, id, err)
 		}
 	case v[0] == recordJSON:

@@ -134,7 +134,7 @@ func (s *Store) recoverRound(delay time.Duration) bool {
 	}
 	if err := s.probe(); err != nil {
 		s.faults.Log(slog.LevelWarn, "probe", "store still cannot write; retrying",
-			"cause", faultCause(err), "err", err.Error(), "retry_in", delay.String())
+			"cause", faultCause(err), "err", err.Error(), "retry_in_ms", ms(delay))
 		return false
 	}
 	db, ok := s.takeDB()
@@ -161,7 +161,7 @@ func (s *Store) recoverRound(delay time.Duration) bool {
 	}
 	if err != nil {
 		s.faults.Log(slog.LevelWarn, "reopen", "reopening Pebble failed; retrying",
-			"cause", faultCause(err), "err", err.Error(), "retry_in", delay.String())
+			"cause", faultCause(err), "err", err.Error(), "retry_in_ms", ms(delay))
 		s.openReadOnly()
 		return false
 	}
@@ -182,7 +182,7 @@ func (s *Store) recoverRound(delay time.Duration) bool {
 	s.broken.Store(false)
 	args := []any{}
 	if f != nil {
-		args = append(args, "cause", f.cause, "down_for", s.cfg.now().Sub(f.since).Round(time.Millisecond).String())
+		args = append(args, "cause", f.cause, "down_for_ms", ms(s.cfg.now().Sub(f.since)))
 	}
 	s.log.Info("store recovered: writing again", args...)
 	for _, f := range funcs {

@@ -10,22 +10,33 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
+	"github.com/chargeauth/chargeauth/internal/testwait"
 	"github.com/chargeauth/chargeauth/session"
 )
 
-// writeFault fails every write to the filesystem while it is on.
-func writeFault() *errorfs.Toggle {
-	return &errorfs.Toggle{Injector: errorfs.InjectorFunc(func(op errorfs.Op) error {
+// faultToggle fails every write to the filesystem while it is on, and
+// counts the writes it failed.
+type faultToggle struct {
+	*errorfs.Toggle
+	failed atomic.Int64
+}
+
+// writeFault returns a faultToggle, off.
+func writeFault() *faultToggle {
+	f := &faultToggle{}
+	f.Toggle = &errorfs.Toggle{Injector: errorfs.InjectorFunc(func(op errorfs.Op) error {
 		if op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
+			f.failed.Add(1)
 			return errorfs.ErrInjected
 		}
 		return nil
 	})}
+	return f
 }
 
 // openFaulty opens a store whose filesystem fails every write while the
 // returned toggle is on; recovered counts its reopenings.
-func openFaulty(t *testing.T) (*Store, *errorfs.Toggle, *atomic.Int32) {
+func openFaulty(t *testing.T) (*Store, *faultToggle, *atomic.Int32) {
 	t.Helper()
 	fault := writeFault()
 	cfg := memConfig()
@@ -52,18 +63,14 @@ func TestWriteFaultRecovers(t *testing.T) {
 	if _, err := s.Decide("before", session.StatusAllowed, "", session.ByAuthz, t0); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("Decide while broken = %v, want ErrUnavailable", err)
 	}
-	time.Sleep(30 * time.Millisecond) // reopen attempts fail while the fault lasts
+	// The store tries to recover while the fault lasts: its probes fail.
+	failed := fault.failed.Load()
+	testwait.Until(t, 5*time.Second, "two recovery attempts to fail", func() bool { return fault.failed.Load() >= failed+2 })
 	if recovered.Load() != 0 {
 		t.Fatal("recovered while writes still fail")
 	}
 	fault.Off()
-	deadline := time.Now().Add(5 * time.Second)
-	for recovered.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the store did not recover after the fault cleared")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.Until(t, 5*time.Second, "the store to recover after the fault cleared", func() bool { return recovered.Load() != 0 })
 	if _, err := s.Get("before"); err != nil {
 		t.Errorf("a record written before the fault: %v", err)
 	}
@@ -112,11 +119,7 @@ func TestWriteFaultConcurrentAccepts(t *testing.T) {
 		}
 	}
 	fault.Off()
-	for deadline := time.Now().Add(5 * time.Second); recovered.Load() == 0; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("not recovered")
-		}
-	}
+	testwait.Until(t, 5*time.Second, "the store to recover", func() bool { return recovered.Load() != 0 })
 	for _, id := range ok {
 		if _, err := s.Get(id); err != nil {
 			t.Errorf("%s was acknowledged but is gone: %v", id, err)

@@ -351,7 +351,7 @@ func (s *Store) rebuildDueIndex() error {
 		return fmt.Errorf("persistence: rebuild due index: %w", err)
 	}
 	if n > 0 {
-		s.log.Info("rebuilt the due index", "decided", n, "took", time.Since(start).Round(time.Millisecond).String())
+		s.log.Info("rebuilt the due index", "decided", n, "took_ms", ms(time.Since(start)))
 	}
 	return nil
 }

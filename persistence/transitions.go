@@ -98,6 +98,9 @@ type Attempt struct {
 	// Took the attempt's duration, both kept in the record's attempt log.
 	StatusCode int
 	Took       time.Duration
+	// Response is the start of the receiver's response body, kept in the
+	// attempt log; cut to session.MaxResponseLog bytes if longer.
+	Response string
 }
 
 // RecordAttempt records one callback attempt on a decided record:
@@ -125,8 +128,13 @@ func (s *Store) RecordAttempt(id string, a Attempt) (session.Record, error) {
 		}
 		r.CallbackAttempts++
 		r.LastError = a.Err
+		resp := a.Response
+		if len(resp) > session.MaxResponseLog {
+			resp = resp[:session.MaxResponseLog]
+		}
 		r.Attempts = append(r.Attempts, session.AttemptLog{
 			At: a.At, StatusCode: a.StatusCode, Error: a.Err, DurationMS: float64(a.Took.Microseconds()) / 1000,
+			Response: resp,
 		})
 		if n := len(r.Attempts); n > session.MaxAttemptLog {
 			r.Attempts = append(r.Attempts[:0:0], r.Attempts[n-session.MaxAttemptLog:]...)
@@ -147,9 +155,13 @@ func (s *Store) RecordAttempt(id string, a Attempt) (session.Record, error) {
 }
 
 // Redeliver moves a failed record back to decided for another round of
-// callback attempts: NextAttemptAt = at, CallbackAttempts = 0, FailedAt
-// cleared (LastError is kept). A record that is not failed is returned
-// unchanged with an error wrapping ErrWrongState.
+// callback attempts, and keeps its history: NextAttemptAt = at,
+// RedeliveredAt = at, RoundStartAttempts = CallbackAttempts (the count goes
+// on; the schedule starts again from its beginning), and the failure it
+// ends is appended to Redeliveries (the last session.MaxRedeliveryLog are
+// kept) before FailedAt is cleared. LastError and the attempt log are
+// kept. A record that is not failed is returned unchanged with an error
+// wrapping ErrWrongState.
 func (s *Store) Redeliver(id string, at time.Time) (session.Record, error) {
 	return s.transition("redeliver", id, true, func(r *session.Record) error {
 		if r.State != session.StateFailed {
@@ -157,7 +169,11 @@ func (s *Store) Redeliver(id string, at time.Time) (session.Record, error) {
 		}
 		r.State = session.StateDecided
 		r.NextAttemptAt = at
-		r.CallbackAttempts = 0
+		r.RoundStartAttempts = r.CallbackAttempts
+		// A fresh slice: r shares its array with the record as read.
+		keep := r.Redeliveries[max(0, len(r.Redeliveries)-(session.MaxRedeliveryLog-1)):]
+		r.Redeliveries = append(append(make([]session.Redelivery, 0, len(keep)+1), keep...),
+			session.Redelivery{FailedAt: r.FailedAt, At: at})
 		r.FailedAt = time.Time{}
 		r.RedeliveredAt = at
 		return nil

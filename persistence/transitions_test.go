@@ -16,9 +16,11 @@ import (
 //	accept id=<id> [state=<state>]     Accept at the clock's now (state: to test refusals)
 //	advance d=<duration>               move the clock
 //	decide id=<id> status=<s> by=<b> [reason=<r>]
-//	attempt id=<id> outcome=<state> [err=<e>] [next=<duration>]
+//	attempt id=<id> outcome=<state> [err=<e>] [next=<duration>] [code=<n>] [took=<duration>]
+//	                                   the input, if any, is the response body
 //	redeliver id=<id>
 //	get id=<id>
+//	story id=<id>                      the record's transitions, then its attempt log
 //	scan state=<s> [after=<id>] [limit=<n>] [stop=<n>]   stop: fn returns false after n records
 //	list [state=<s>] [before=<id>] [limit=<n>]
 //	due [ahead=<duration>] [after=<id>|before=<id>] [limit=<n>] [stop=<n>]
@@ -95,15 +97,32 @@ func TestTransitions(t *testing.T) {
 				session.DecidedBy(str("by", "")), now))
 		case "attempt":
 			return result(s.RecordAttempt(id, Attempt{
-				At:      now,
-				Err:     str("err", ""),
-				Outcome: session.State(str("outcome", "")),
-				NextAt:  now.Add(dur("next", time.Second)),
+				At:         now,
+				Err:        str("err", ""),
+				Outcome:    session.State(str("outcome", "")),
+				NextAt:     now.Add(dur("next", time.Second)),
+				StatusCode: num("code"),
+				Took:       dur("took", 0),
+				Response:   strings.TrimSuffix(d.Input, "\n"),
 			}))
 		case "redeliver":
 			return result(s.Redeliver(id, now))
 		case "get":
 			return result(s.Get(id))
+		case "story":
+			r, err := s.Get(id)
+			if err != nil {
+				return "error: " + err.Error()
+			}
+			var b strings.Builder
+			for _, tr := range r.Transitions() {
+				fmt.Fprintf(&b, "%s +%s\n", tr.State, tr.At.Sub(t0))
+			}
+			for _, a := range r.Attempts {
+				fmt.Fprintf(&b, "attempt +%s code=%d err=%q took_ms=%g response=%q\n",
+					a.At.Sub(t0), a.StatusCode, a.Error, a.DurationMS, a.Response)
+			}
+			return b.String()
 		case "scan":
 			var out []string
 			stop := num("stop")
@@ -205,4 +224,45 @@ func TestTransitions(t *testing.T) {
 			return ""
 		}
 	})
+}
+
+// Redeliveries are kept up to session.MaxRedeliveryLog, the newest; the
+// attempt count goes on through every round.
+func TestRedeliverKeepsBoundedHistory(t *testing.T) {
+	s := mustOpen(t, memConfig())
+	now := t0
+	if err := s.Accept(pending("r", now)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Decide("r", session.StatusAllowed, "", session.ByAuthz, now); err != nil {
+		t.Fatal(err)
+	}
+	rounds := session.MaxRedeliveryLog + 3
+	for i := range rounds {
+		now = now.Add(time.Minute)
+		if _, err := s.RecordAttempt("r", Attempt{At: now, Err: "x", Outcome: session.StateFailed}); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(time.Minute)
+		rec, err := s.Redeliver("r", now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.CallbackAttempts != i+1 || rec.RoundStartAttempts != i+1 {
+			t.Fatalf("round %d: attempts %d, round from %d; want %d for both", i, rec.CallbackAttempts, rec.RoundStartAttempts, i+1)
+		}
+	}
+	rec, err := s.Get("r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.Redeliveries) != session.MaxRedeliveryLog {
+		t.Fatalf("%d redeliveries kept, want %d", len(rec.Redeliveries), session.MaxRedeliveryLog)
+	}
+	if last := rec.Redeliveries[len(rec.Redeliveries)-1]; !last.At.Equal(now) || !last.FailedAt.Equal(now.Add(-time.Minute)) {
+		t.Errorf("newest redelivery %+v, want failed at %v, redelivered at %v", last, now.Add(-time.Minute), now)
+	}
+	if first := rec.Redeliveries[0]; !first.At.Equal(t0.Add(time.Duration(2*(rounds-session.MaxRedeliveryLog+1)) * time.Minute)) {
+		t.Errorf("oldest kept redelivery %+v: the oldest should have been dropped", first)
+	}
 }

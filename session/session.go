@@ -83,6 +83,64 @@ type Record struct {
 	DeliveredAt      time.Time    `json:"delivered_at,omitzero"`
 	FailedAt         time.Time    `json:"failed_at,omitzero"`
 	RedeliveredAt    time.Time    `json:"redelivered_at,omitzero"` // the last operator redelivery
+
+	// RoundStartAttempts is CallbackAttempts when the current round of
+	// attempts began: 0, or its value at the last redelivery. The retry
+	// schedule counts the round's attempts from it; CallbackAttempts counts
+	// them all.
+	RoundStartAttempts int `json:"-"`
+	// Redeliveries are the last MaxRedeliveryLog operator redeliveries,
+	// oldest first: the failures that FailedAt, cleared by each, no longer
+	// holds. Transitions shows them.
+	Redeliveries []Redelivery `json:"-"`
+}
+
+// Redelivery is one operator redelivery of a failed request.
+type Redelivery struct {
+	FailedAt time.Time // when the round before it failed
+	At       time.Time // when the operator asked
+}
+
+// MaxRedeliveryLog is how many redeliveries a record keeps.
+const MaxRedeliveryLog = 10
+
+// Redelivered is the transition of a redelivery (failed -> decided) as
+// Transitions names it; it is never a record's State.
+const Redelivered State = "redelivered"
+
+// Transition is one step of a request's life: the state it entered (or
+// Redelivered), and when.
+type Transition struct {
+	State State     `json:"state"`
+	At    time.Time `json:"at"`
+}
+
+// Transitions is the record's history, oldest first: pending, decided,
+// each kept redelivery as failed then redelivered, then delivered or
+// failed. A step not taken yet is left out.
+func (r *Record) Transitions() []Transition {
+	tr := make([]Transition, 0, 4+2*len(r.Redeliveries))
+	tr = append(tr, Transition{StatePending, r.AcceptedAt})
+	if !r.DecidedAt.IsZero() {
+		tr = append(tr, Transition{StateDecided, r.DecidedAt})
+	}
+	for _, rd := range r.Redeliveries {
+		if !rd.FailedAt.IsZero() {
+			tr = append(tr, Transition{StateFailed, rd.FailedAt})
+		}
+		tr = append(tr, Transition{Redelivered, rd.At})
+	}
+	if len(r.Redeliveries) == 0 && !r.RedeliveredAt.IsZero() {
+		// Written by a version that kept only the last redelivery.
+		tr = append(tr, Transition{Redelivered, r.RedeliveredAt})
+	}
+	if !r.DeliveredAt.IsZero() {
+		tr = append(tr, Transition{StateDelivered, r.DeliveredAt})
+	}
+	if !r.FailedAt.IsZero() {
+		tr = append(tr, Transition{StateFailed, r.FailedAt})
+	}
+	return tr
 }
 
 // MaxAttemptLog is how many callback attempts a record keeps in Attempts.
@@ -94,7 +152,14 @@ type AttemptLog struct {
 	StatusCode int       `json:"status_code,omitempty"` // the receiver's answer; 0 if none
 	Error      string    `json:"error,omitempty"`       // "" when delivered
 	DurationMS float64   `json:"duration_ms"`
+	// Response is the start of the receiver's response body, at most
+	// MaxResponseLog bytes, as received (it may hold any byte: escape it
+	// to show it), with the request's driver token masked.
+	Response string `json:"response,omitempty"`
 }
+
+// MaxResponseLog is how much of a receiver's response body an attempt keeps.
+const MaxResponseLog = 256
 
 // MaskToken returns a driver token safe to log or show: its first four
 // characters and its length, never the whole token.

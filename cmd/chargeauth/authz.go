@@ -12,6 +12,7 @@ import (
 
 	"github.com/chargeauth/chargeauth/acl"
 	"github.com/chargeauth/chargeauth/http/authz"
+	"github.com/chargeauth/chargeauth/node"
 )
 
 // authzEnv: the standalone authorization service reads CHARGEAUTH_AUTHZ_<FLAG>.
@@ -30,7 +31,7 @@ func authzCmd(args []string, stderr io.Writer) error {
 	if err := parseFlagsEnv(fs, args, "chargeauth authz [flags]", authzEnv); err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, *logLevel, *logFormat)
+	log, err := node.NewLogger(stderr, *logLevel, *logFormat)
 	if err != nil {
 		return usageError("%v", err)
 	}

@@ -65,6 +65,19 @@ func (s *switchReceiver) delivered(id string) int {
 	return s.ok[id]
 }
 
+// untilTrue polls cond every 10ms until it holds, failing the test after
+// timeout.
+func untilTrue(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // screenshotDir is where the browser test leaves its screenshots:
 // $CHARGEAUTH_SCREENSHOTS, or testdata/out/console (ignored by git).
 func screenshotDir(t *testing.T) string {
@@ -289,7 +302,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	for range 3 {
 		failed = append(failed, post("validDriverToken1234567", cb))
 	}
-	waitFor(t, 20*time.Second, "3 failed sessions", func() bool { return adminCount("failed") == 3 })
+	untilTrue(t, 20*time.Second, "3 failed sessions", func() bool { return adminCount("failed") == 3 })
 	step("filter failed", chromedp.Click(chromedp.ID("nav-sessions")), until("list", rows(9)),
 		chromedp.SetValue(chromedp.ID("f-state"), "failed"), chromedp.Click(chromedp.ID("f-apply")),
 		until("3 failed rows", rows(3)+` && [...document.querySelectorAll('#sessions tbody tr')].every(r => r.dataset.state === 'failed')`),
@@ -298,8 +311,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	step("open a failed one", chromedp.Click(chromedp.CSS(`#sessions tbody tr[data-id="`+failed[0]+`"] a`)),
 		until("two failed attempts", `document.getElementById('view-session').dataset.state === 'failed' &&
 			document.querySelectorAll('#s-attempts tbody tr').length === 2`))
-	if a := text("s-attempts"); !strings.Contains(a, "HTTP 503") {
-		t.Errorf("attempts %q: want the receiver's 503", a)
+	if a := text("s-attempts"); !strings.Contains(a, "HTTP 503") || !strings.Contains(a, "receiver down for maintenance") {
+		t.Errorf("attempts %q: want the receiver's 503 and the start of its answer", a)
 	}
 	shot("06-session-failed")
 
@@ -314,7 +327,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	shot("07-confirm")
 	step("confirm", chromedp.Click(chromedp.ID("confirm-ok")),
 		until("result", `document.getElementById('list-result').textContent.includes('3 sessions scheduled again')`))
-	waitFor(t, 20*time.Second, "redelivered", func() bool {
+	untilTrue(t, 20*time.Second, "redelivered", func() bool {
 		for _, id := range failed {
 			if recv.delivered(id) == 0 {
 				return false
@@ -325,6 +338,14 @@ func TestConsoleInBrowser(t *testing.T) {
 	step("none failed", chromedp.Click(chromedp.ID("f-apply")), until("no row", rows(0)),
 		chromedp.WaitVisible(chromedp.ID("sessions-empty")))
 	shot("08-redelivered")
+	// The redelivered session tells its story: two failed attempts, the
+	// redelivery, the delivered one.
+	step("open a redelivered one", chromedp.Navigate(admin+"/console/#/sessions/"+failed[0]),
+		until("delivered after a redelivery", `document.getElementById('view-session').dataset.state === 'delivered' &&
+			document.querySelectorAll('#s-attempts tbody tr').length === 3 &&
+			[...document.querySelectorAll('#s-transitions li')].some(li => li.textContent.includes('redelivered'))`))
+	shot("08b-session-redelivered")
+	step("back to the list", chromedp.NavigateBack(), chromedp.WaitVisible(chromedp.ID("view-sessions")))
 
 	// Reload the ACL from the overview; both actions are listed with who.
 	step("reload ACL", chromedp.Click(chromedp.ID("nav-overview")), chromedp.WaitVisible(chromedp.ID("acl-reload")),

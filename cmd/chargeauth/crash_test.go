@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/chargeauth/chargeauth/internal/testwait"
 )
 
 // sinkRecorder is a real callback receiver: statuses by webhook-id, with an
@@ -31,7 +33,7 @@ func (s *sinkRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // cut short by a kill: not a callback received
 	}
 	_ = json.Unmarshal(b, &body)
-	time.Sleep(s.delay)
+	time.Sleep(s.delay) // a slow receiver, on purpose
 	s.mu.Lock()
 	if s.got == nil {
 		s.got = map[string][]string{}
@@ -46,15 +48,14 @@ func (s *sinkRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // waitAll polls until every id has a callback, failing after timeout.
 func (s *sinkRecorder) waitAll(t *testing.T, ids []string, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for _, id := range ids {
-		for len(s.statuses(id)) == 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("request %s was acknowledged but never called back", id)
+	testwait.Eventually(t, timeout, 20*time.Millisecond, func() error {
+		for _, id := range ids {
+			if len(s.statuses(id)) == 0 {
+				return fmt.Errorf("request %s was acknowledged but never called back", id)
 			}
-			time.Sleep(20 * time.Millisecond)
 		}
-	}
+		return nil
+	})
 }
 
 func (s *sinkRecorder) statuses(id string) []string {
@@ -109,7 +110,7 @@ func killTest(t *testing.T, sinkDelay time.Duration, kill func(int, *sinkRecorde
 	authz := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		calls.Add(1)
 		denied := deny.Load()
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond) // on purpose: calls are in flight at the kill
 		w.Header().Set("Content-Type", "application/json")
 		if strings.Contains(r.URL.Path, "authorize") {
 			if denied {
@@ -172,18 +173,15 @@ func killTest(t *testing.T, sinkDelay time.Duration, kill func(int, *sinkRecorde
 	// The slow-sink case may need the callbacks to start flowing: wait for
 	// the kill condition a bounded while after the load.
 	wg.Wait()
-	for deadline := time.Now().Add(20 * time.Second); !killed.Load() && time.Now().Before(deadline); {
+	waitFor(t, 20*time.Second, "the kill condition", func() bool {
 		mu.Lock()
 		n := len(acked)
 		mu.Unlock()
 		if kill(n, sink) && killed.CompareAndSwap(false, true) {
 			_ = p.cmd.Process.Kill()
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if !killed.Load() {
-		t.Fatal("the kill condition never held")
-	}
+		return killed.Load()
+	})
 	_ = p.cmd.Wait()
 	<-p.done
 	mu.Lock()
@@ -384,11 +382,12 @@ func killFailingTest(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	for deadline := time.Now().Add(20 * time.Second); !kill(); time.Sleep(2 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d callback attempts in 20s", recv.n.Load())
+	testwait.Eventually(t, 20*time.Second, 2*time.Millisecond, func() error {
+		if !kill() {
+			return fmt.Errorf("only %d callback attempts", recv.n.Load())
 		}
-	}
+		return nil
+	})
 	_ = p.cmd.Wait()
 	<-p.done
 	hitsBefore := recv.n.Load()
@@ -398,13 +397,12 @@ func killFailingTest(t *testing.T) {
 	p2.addr(t, "public listener")
 	var last storedRecord
 	for _, id := range ids {
-		deadline := time.Now().Add(60 * time.Second)
-		for last = getRecord(t, admin, id); last.State != "failed"; last = getRecord(t, admin, id) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: still %s after %d attempts, 60s after the restart", id, last.State, last.CallbackAttempts)
+		testwait.Eventually(t, 60*time.Second, 20*time.Millisecond, func() error {
+			if last = getRecord(t, admin, id); last.State != "failed" {
+				return fmt.Errorf("%s: still %s after %d attempts since the restart", id, last.State, last.CallbackAttempts)
 			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return nil
+		})
 		if last.CallbackAttempts != maxAttempts {
 			t.Errorf("%s: failed after %d stored attempts, want %d", id, last.CallbackAttempts, maxAttempts)
 		}

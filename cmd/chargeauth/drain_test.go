@@ -37,11 +37,9 @@ func TestDrainOnSIGTERM(t *testing.T) {
 				t.Fatal(err)
 			}
 			// /readyz turns 503 ...
-			for deadline := time.Now().Add(2 * time.Second); status(t, "GET", "http://"+admin+"/readyz") != 503; time.Sleep(5 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatal("/readyz still 200 two seconds after SIGTERM")
-				}
-			}
+			waitFor(t, 2*time.Second, "/readyz to turn 503 after SIGTERM", func() bool {
+				return status(t, "GET", "http://"+admin+"/readyz") == 503
+			})
 			// ... while requests are still served.
 			if code := status(t, "POST", "http://"+public+"/charge_point/session/"); code != 202 {
 				t.Fatalf("POST during the drain: %d, want 202", code)

@@ -9,8 +9,6 @@ import (
 	"regexp"
 	"strings"
 	"time"
-
-	"github.com/dustin/go-humanize"
 )
 
 const envPrefix = "CHARGEAUTH"
@@ -144,18 +142,4 @@ func helpText(fs *flag.FlagSet, shortUsage string, env envFunc) string {
 	})
 	b.WriteString("  -h, --help\n      print this help\n")
 	return b.String()
-}
-
-// byteSize is a flag.Value for sizes such as 256MiB or 1GB.
-type byteSize uint64
-
-func (b *byteSize) String() string { return humanize.IBytes(uint64(*b)) }
-
-func (b *byteSize) Set(s string) error {
-	n, err := humanize.ParseBytes(s)
-	if err != nil {
-		return fmt.Errorf("not a size (e.g. 256MiB): %q", s)
-	}
-	*b = byteSize(n)
-	return nil
 }

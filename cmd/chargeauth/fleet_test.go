@@ -90,7 +90,7 @@ func TestFleet(t *testing.T) {
 	var deny atomic.Bool
 	authz := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		denied := deny.Load()
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond) // on purpose: calls are in flight at the kill
 		w.Header().Set("Content-Type", "application/json")
 		if denied {
 			fmt.Fprint(w, `{"status":"not_allowed","reason":"blocked"}`)
@@ -116,7 +116,7 @@ func TestFleet(t *testing.T) {
 			"--peer-admin-urls", strings.Join(admins, ","),
 			"--listen", n.public, "--admin-listen", n.admin, "--data-dir", n.dir,
 			"--authz-url", authz.URL, "--allow-private-callbacks", "--decision-timeout", "60s",
-			"--callback-backoff", "10ms", "--callback-max-backoff", "200ms", "--log-level", "warn"}
+			"--callback-schedule", "0s,10ms,200ms", "--callback-max-attempts", "20", "--log-level", "warn"}
 		n.p = start(t, n.args...)
 	}
 	for _, n := range nodes {
@@ -323,15 +323,4 @@ func waitReady(t *testing.T, admin string) {
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	})
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

@@ -18,7 +18,7 @@ var serveDefaults = map[string]string{
 	"listen": ":8080", "admin-listen": "127.0.0.1:8082", "data-dir": "./data",
 	"authz-url": `""`, "authz-listen": "127.0.0.1:8081", "acl": `""`, "acl-reload-interval": "1s",
 	"decision-timeout": "10s", "authz-concurrency": "64",
-	"callback-secret": `""`, "callback-schedule": "0s,5s,5m,30m,2h,5h,10h,14h,20h,24h",
+	"callback-secret": `""`, "callback-backoff": "0s", "callback-schedule": "0s,5s,5m,30m,2h,5h,10h,14h,20h,24h",
 	"callback-max-attempts": "0", "callback-timeout": "10s", "callback-max-age": "72h0m0s",
 	"callback-host-concurrency": "64", "allow-private-callbacks": "false",
 	"callback-allow-cidr": `""`, "callback-ca-file": `""`,

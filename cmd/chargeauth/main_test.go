@@ -16,7 +16,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chargeauth/chargeauth/internal/testwait"
 )
+
+// waitFor polls cond until it holds, failing with what after timeout: the
+// tree's one polling helper.
+var waitFor = testwait.Until
 
 // The command line is checked from the outside: exit codes, messages,
 // flags and their variables, and a real binary started and stopped.
@@ -150,20 +156,19 @@ func start(t *testing.T, args ...string) *proc {
 // addr waits for the log line msg and returns its addr.
 func (p *proc) addr(t *testing.T, msg string) string {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	var addr string
+	waitFor(t, 30*time.Second, fmt.Sprintf("a %q log line", msg), func() bool {
 		p.mu.Lock()
+		defer p.mu.Unlock()
 		for _, l := range p.lines {
 			if l["msg"] == msg {
-				p.mu.Unlock()
-				return fmt.Sprint(l["addr"])
+				addr = fmt.Sprint(l["addr"])
+				return true
 			}
 		}
-		p.mu.Unlock()
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("no %q log line", msg)
-	return ""
+		return false
+	})
+	return addr
 }
 
 func (p *proc) logs() string {
@@ -202,24 +207,18 @@ func TestServeBinary(t *testing.T) {
 	_ = json.Unmarshal(raw, &ack)
 
 	// The callback goes nowhere (port 1): one attempt, then failed.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	var b []byte
+	waitFor(t, 20*time.Second, "the request to fail", func() bool {
 		r, err := http.Get("http://" + admin + "/sessions/" + ack.RequestID)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, _ := io.ReadAll(r.Body)
+		b, _ = io.ReadAll(r.Body)
 		r.Body.Close()
-		if strings.Contains(string(b), `"state":"failed"`) {
-			if !strings.Contains(string(b), `"status":"allowed"`) {
-				t.Errorf("record %s: want allowed", b)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not failed in time: %s", b)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return strings.Contains(string(b), `"state":"failed"`)
+	})
+	if !strings.Contains(string(b), `"status":"allowed"`) {
+		t.Errorf("record %s: want allowed", b)
 	}
 
 	// Running: the sessions command goes through the admin API.
@@ -260,6 +259,16 @@ func TestServeBinary(t *testing.T) {
 	}
 	if !strings.Contains(logs, ack.RequestID) {
 		t.Errorf("no log line carries the request id")
+	}
+	// Durations: milliseconds under _ms, in every line (the failed
+	// callback attempts, the stop).
+	p.mu.Lock()
+	checkLogDurations(t, p.lines)
+	p.mu.Unlock()
+	for _, want := range []string{`"took_ms":`, `"grace_ms":`} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("no log line has %s", want)
+		}
 	}
 
 	// Stopped: the sessions command reads the store directly.
@@ -326,18 +335,12 @@ func TestAuthzReloadsOnSIGHUP(t *testing.T) {
 		t.Fatalf("before: %s", st)
 	}
 	write("blocked")
-	time.Sleep(100 * time.Millisecond)
+	time.Sleep(100 * time.Millisecond) // on purpose: a while in which nothing may reload it
 	if st := ask(); st != "allowed" {
 		t.Fatalf("reloaded without SIGHUP (polling is off): %s", st)
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for ask() != "not_allowed" {
-		if time.Now().After(deadline) {
-			t.Fatal("SIGHUP did not reload the ACL")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, 10*time.Second, "SIGHUP to reload the ACL", func() bool { return ask() == "not_allowed" })
 }

@@ -59,17 +59,9 @@ func TestServeACLMetrics(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		l := metricLine(t, admin, "chargeauth_acl_reload_failures_total ")
-		if l == "chargeauth_acl_reload_failures_total 1" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after a bad reload: %q, want 1", l)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, 10*time.Second, "chargeauth_acl_reload_failures_total 1 after a bad reload", func() bool {
+		return metricLine(t, admin, "chargeauth_acl_reload_failures_total ") == "chargeauth_acl_reload_failures_total 1"
+	})
 	if l := metricLine(t, admin, "chargeauth_acl_info{"); l != info {
 		t.Errorf("a failed reload changed the ACL: %q, was %q", l, info)
 	}

@@ -390,9 +390,14 @@ func (a *adminSource) redeliver(id string) (map[string]any, error) {
 
 type storeSource struct{ store *persistence.Store }
 
+// toMap is a record read from the store in the admin API's shape: the
+// token masked, the transitions listed.
 func toMap(rec session.Record) map[string]any {
 	rec.DriverToken = session.MaskToken(rec.DriverToken)
-	b, _ := json.Marshal(rec)
+	b, _ := json.Marshal(struct {
+		session.Record
+		Transitions []session.Transition `json:"transitions"`
+	}{rec, rec.Transitions()})
 	var m map[string]any
 	_ = json.Unmarshal(b, &m)
 	return m
@@ -495,8 +500,17 @@ func printRecord(w io.Writer, rec map[string]any) error {
 	sort.SliceStable(lists, func(a, b int) bool { return listRank(lists[a]) < listRank(lists[b]) })
 	for _, k := range lists {
 		items := rec[k].([]any)
-		fmt.Fprintf(w, "%s (%d):\n", k, len(items))
+		// Attempts are numbered over the request's life: the log keeps
+		// the last ones, and a redelivery does not restart the count.
+		first := 1
+		if total, ok := rec["callback_attempts"].(float64); ok && k == "attempts" && int(total) > len(items) {
+			first = int(total) - len(items) + 1
+			fmt.Fprintf(w, "%s (last %d of %d):\n", k, len(items), int(total))
+		} else {
+			fmt.Fprintf(w, "%s (%d):\n", k, len(items))
+		}
 		for i, it := range items {
+			i += first - 1
 			m, ok := it.(map[string]any)
 			if !ok {
 				fmt.Fprintf(w, "  %d. %s\n", i+1, humanValue("", it))

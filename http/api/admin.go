@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -21,21 +20,16 @@ import (
 
 // admin serves the operator's endpoints on the admin listener.
 type admin struct {
-	svc     *Service
-	ready   *atomic.Bool
+	svc     *Server
 	metrics fasthttp.RequestHandler
 	console *console.Console
 }
 
-func newAdmin(svc *Service, m *metrics) (*admin, error) {
+func newAdmin(svc *Server, m *metrics) (*admin, error) {
 	cfg := &svc.cfg
 	con, err := console.New(console.Config{
 		Token: cfg.AdminToken, Gatherer: m.reg, Health: svc.readiness, Logger: cfg.Logger,
-		Disk: func() (free, total uint64, err error) {
-			u, err := cfg.FS.GetDiskUsage(cfg.DataDir)
-			return u.AvailBytes, u.TotalBytes, err
-		},
-		Redeliver: svc.Redeliver,
+		Disk: cfg.DiskUsage, Redeliver: svc.Redeliver, ReloadACL: cfg.ReloadACL,
 		Failed: func(since, until time.Time, host string, limit int) ([]string, error) {
 			recs, _, err := svc.listSessions(listFilter{State: session.StateFailed, Since: since, Until: until, Host: host}, "", limit)
 			ids := make([]string, len(recs))
@@ -44,14 +38,12 @@ func newAdmin(svc *Service, m *metrics) (*admin, error) {
 			}
 			return ids, err
 		},
-		ReloadACL: cfg.ReloadACL,
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &admin{
 		svc:     svc,
-		ready:   &svc.ready,
 		metrics: fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})),
 		console: con,
 	}, nil
@@ -104,26 +96,15 @@ func (a *admin) handle(ctx *fasthttp.RequestCtx) {
 }
 
 // adminRecord is the admin view of a record: everything but the full
-// token, plus its transitions in order.
+// token, plus its transitions in order (session.Record.Transitions).
 type adminRecord struct {
 	session.Record
-	DriverToken string       `json:"driver_token"`
-	Transitions []transition `json:"transitions"`
-}
-
-type transition struct {
-	State session.State `json:"state"`
-	At    time.Time     `json:"at"`
+	DriverToken string               `json:"driver_token"`
+	Transitions []session.Transition `json:"transitions"`
 }
 
 func adminView(rec session.Record) adminRecord {
-	tr := []transition{{session.StatePending, rec.AcceptedAt}}
-	for _, t := range []transition{{session.StateDecided, rec.DecidedAt}, {session.StateDelivered, rec.DeliveredAt}, {session.StateFailed, rec.FailedAt}} {
-		if !t.At.IsZero() {
-			tr = append(tr, t)
-		}
-	}
-	return adminRecord{Record: rec, DriverToken: session.MaskToken(rec.DriverToken), Transitions: tr}
+	return adminRecord{Record: rec, DriverToken: session.MaskToken(rec.DriverToken), Transitions: rec.Transitions()}
 }
 
 // list answers GET
@@ -151,7 +132,7 @@ func (a *admin) list(ctx *fasthttp.RequestCtx) {
 		to   *time.Time
 	}{{"since", &f.Since}, {"until", &f.Until}} {
 		if v := args.Peek(b.name); len(v) > 0 {
-			t, err := parseSince(string(v), a.svc.cfg.now())
+			t, err := parseSince(string(v), a.svc.cfg.Now())
 			if err != nil {
 				problems = append(problems, session.FieldError{Field: b.name, Message: b.name + " must be an RFC 3339 time or a duration such as 1h"})
 			}
@@ -223,7 +204,7 @@ func (f *listFilter) match(r session.Record) bool {
 // are older than f.Since, or the store is exhausted. At most 100000 records
 // are read for one page; next is where the following page starts ("" when
 // there is none).
-func (s *Service) listSessions(f listFilter, cursor string, limit int) (out []session.Record, next string, err error) {
+func (s *Server) listSessions(f listFilter, cursor string, limit int) (out []session.Record, next string, err error) {
 	out = make([]session.Record, 0, min(limit, 1000))
 	read := 0
 	const page = 500

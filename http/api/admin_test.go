@@ -11,7 +11,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/chargeauth/chargeauth/http/api"
+	"github.com/chargeauth/chargeauth/node"
 	"github.com/chargeauth/chargeauth/schedule"
 	"github.com/chargeauth/chargeauth/session"
 )
@@ -20,7 +20,8 @@ func TestAdminEndpoints(t *testing.T) {
 	authz := startFakeAuthz(t, 0)
 	recv := startReceiver(t)
 	recv.answer = func(int) int { return 500 }
-	svc := startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true,
+	recv.body = "{\"error\":\"down\"}\n\x1b[1m" // with control characters, kept as sent
+	svc := startService(t, node.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true,
 		CallbackMaxAttempts: 2, CallbackSchedule: schedule.Doubling(time.Millisecond, 2*time.Millisecond)})
 	admin := "http://" + svc.AdminAddr()
 
@@ -54,7 +55,9 @@ func TestAdminEndpoints(t *testing.T) {
 			StatusCode int     `json:"status_code"`
 			Error      string  `json:"error"`
 			DurationMS float64 `json:"duration_ms"`
+			Response   string  `json:"response"`
 		} `json:"attempts"`
+		CallbackAttempts int `json:"callback_attempts"`
 	}
 	if err := json.Unmarshal(do(t, "GET", admin+"/sessions/"+id, "", nil).body, &full); err != nil {
 		t.Fatal(err)
@@ -68,6 +71,11 @@ func TestAdminEndpoints(t *testing.T) {
 	}
 	if len(full.Attempts) != 2 || full.Attempts[0].StatusCode != 500 || full.Attempts[1].Error == "" || full.Attempts[0].DurationMS <= 0 {
 		t.Errorf("attempts %+v, want two 500s", full.Attempts)
+	}
+	for _, a := range full.Attempts {
+		if a.Response != recv.body {
+			t.Errorf("attempt response %q, want the receiver's answer %q", a.Response, recv.body)
+		}
 	}
 
 	r := do(t, "GET", admin+"/sessions?state=failed&limit=5", "", nil)
@@ -94,6 +102,22 @@ func TestAdminEndpoints(t *testing.T) {
 	})
 	if r := do(t, "POST", admin+"/sessions/"+id+"/redeliver", "", nil); r.code != 409 {
 		t.Errorf("redeliver of a delivered request: %d, want 409", r.code)
+	}
+	// The redelivery appended to the story: the earlier failure is kept,
+	// and the attempts went on counting.
+	full.Transitions, full.Attempts = nil, nil
+	if err := json.Unmarshal(do(t, "GET", admin+"/sessions/"+id, "", nil).body, &full); err != nil {
+		t.Fatal(err)
+	}
+	states = states[:0]
+	for _, tr := range full.Transitions {
+		states = append(states, tr.State)
+	}
+	if strings.Join(states, ",") != "pending,decided,failed,redelivered,delivered" {
+		t.Errorf("transitions after the redelivery %v", states)
+	}
+	if full.CallbackAttempts != 3 || len(full.Attempts) != 3 || full.Attempts[2].StatusCode != 204 || full.Attempts[0].StatusCode != 500 {
+		t.Errorf("after the redelivery: %d attempts, log %+v; want 3: two 500s, then a 204", full.CallbackAttempts, full.Attempts)
 	}
 
 	m := do(t, "GET", admin+"/metrics", "", nil)
@@ -126,7 +150,7 @@ func TestAdminEndpoints(t *testing.T) {
 
 func TestAdminListFiltersAndPages(t *testing.T) {
 	authz := startFakeAuthz(t, 0)
-	svc := startService(t, api.Config{AuthzURL: authz.URL})
+	svc := startService(t, node.Config{AuthzURL: authz.URL})
 	admin := "http://" + svc.AdminAddr()
 	const other = "aaaaaaaa-e89b-12d3-a456-426614174000"
 	var ids []string
@@ -214,7 +238,7 @@ func TestReadyzDownWhileClosing(t *testing.T) {
 		<-release // the callback is in flight until released
 		ctx.SetStatusCode(204)
 	})
-	svc := startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true})
+	svc := startService(t, node.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true})
 	t.Cleanup(releaseAll) // registered last, so it runs before the servers stop
 	admin := "http://" + svc.AdminAddr()
 	mustAccept(t, svc, tokAllowed, hook+"/cb")

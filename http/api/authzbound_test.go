@@ -10,7 +10,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/chargeauth/chargeauth/http/api"
+	"github.com/chargeauth/chargeauth/node"
 )
 
 // The authorization service never has more than --authz-concurrency calls
@@ -44,12 +44,12 @@ func TestAuthzServiceSeesAtMostConcurrency(t *testing.T) {
 			arrived[req.DriverToken] = time.Now()
 		}
 		mu.Unlock()
-		time.Sleep(serviceTime)
+		time.Sleep(serviceTime) // on purpose: each call takes the service this long
 		ctx.SetContentType("application/json")
 		ctx.SetBodyString(`{"status":"allowed"}`)
 	})
 	rcv := startReceiver(t)
-	svc := startService(t, api.Config{AuthzURL: authzURL, AuthzConcurrency: concurrency,
+	svc := startService(t, node.Config{AuthzURL: authzURL, AuthzConcurrency: concurrency,
 		DecisionTimeout: timeout, AllowPrivateCallbacks: true})
 
 	decideBy := map[string]time.Time{} // token -> its request's deadline
@@ -68,7 +68,7 @@ func TestAuthzServiceSeesAtMostConcurrency(t *testing.T) {
 		}
 		decideBy[token] = by
 		ids = append(ids, fmt.Sprint(body["request_id"]))
-		time.Sleep(timeout / 3)
+		time.Sleep(timeout / 3) // on purpose: requests arrive spread over the deadlines
 	}
 	eventually(t, 20*time.Second, 20*time.Millisecond, func() error {
 		for _, id := range ids {

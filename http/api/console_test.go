@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -13,7 +15,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/valyala/fasthttp"
 
-	"github.com/chargeauth/chargeauth/http/api"
+	"github.com/chargeauth/chargeauth/node"
 )
 
 // consoleDo sends one request to the admin listener with the given headers
@@ -67,7 +69,7 @@ func TestConsoleLogin(t *testing.T) {
 	var logs syncBuffer
 	az := startFakeAuthz(t, 0)
 	recv := startReceiver(t)
-	svc := startService(t, api.Config{AuthzURL: az.URL, AdminToken: token, AllowPrivateCallbacks: true,
+	svc := startService(t, node.Config{AuthzURL: az.URL, AdminToken: token, AllowPrivateCallbacks: true,
 		Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	id := mustAccept(t, svc, tokAllowed, recv.URL+"/cb")
 	base := "http://" + svc.AdminAddr()
@@ -145,7 +147,7 @@ func TestConsoleLogin(t *testing.T) {
 // Without an admin token the console is open, as the admin API is.
 func TestConsoleOpenWithoutToken(t *testing.T) {
 	az := startFakeAuthz(t, 0)
-	svc := startService(t, api.Config{AuthzURL: az.URL})
+	svc := startService(t, node.Config{AuthzURL: az.URL})
 	base := "http://" + svc.AdminAddr()
 	if r := consoleDo(t, "GET", base+"/console/", nil, ""); r.code != 200 {
 		t.Errorf("GET /console/: %d, want 200", r.code)
@@ -167,7 +169,7 @@ func TestConsoleOpenWithoutToken(t *testing.T) {
 func TestAdminListUntilAndHost(t *testing.T) {
 	az := startFakeAuthz(t, 0)
 	recv := startReceiver(t)
-	svc := startService(t, api.Config{AuthzURL: az.URL, AllowPrivateCallbacks: true})
+	svc := startService(t, node.Config{AuthzURL: az.URL, AllowPrivateCallbacks: true})
 	base := "http://" + svc.AdminAddr()
 	local := strings.Replace(recv.URL, "127.0.0.1", "localhost", 1)
 	a := mustAccept(t, svc, tokAllowed, recv.URL+"/cb")
@@ -235,7 +237,6 @@ func acceptedAt(t *testing.T, base, id string) time.Time {
 // hook in Config and reports its error.
 func TestConsoleActions(t *testing.T) {
 	var logs syncBuffer
-	az := startFakeAuthz(t, 0)
 	recv := startReceiver(t)
 	var failing atomic.Bool
 	failing.Store(true)
@@ -245,19 +246,20 @@ func TestConsoleActions(t *testing.T) {
 		}
 		return 204
 	}
-	var reloads atomic.Int32
-	reloadErr := atomic.Pointer[error]{}
+	// The embedded authorization service, on an ACL file the console
+	// reloads.
+	aclPath := filepath.Join(t.TempDir(), "acl.json")
+	writeACL := func(body string) {
+		t.Helper()
+		if err := os.WriteFile(aclPath, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeACL(`{"entries":[{"driver_token":"` + tokAllowed + `","status":"active"},{"driver_token":"` + tokNotAllowed + `","status":"blocked"}]}`)
 	fs := vfs.NewMem()
 	fs.TestingSetDiskUsage(vfs.DiskUsage{AvailBytes: 5 << 30, TotalBytes: 20 << 30, UsedBytes: 15 << 30})
-	svc := startService(t, api.Config{AuthzURL: az.URL, AdminToken: "tok-for-actions-1234", AllowPrivateCallbacks: true,
-		CallbackMaxAttempts: 1, FS: fs,
-		ReloadACL: func() error {
-			reloads.Add(1)
-			if p := reloadErr.Load(); p != nil {
-				return *p
-			}
-			return nil
-		},
+	svc := startService(t, node.Config{ACL: aclPath, AuthzListen: "127.0.0.1:0", AdminToken: "tok-for-actions-1234",
+		AllowPrivateCallbacks: true, CallbackMaxAttempts: 1, FS: fs,
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	base := "http://" + svc.AdminAddr()
 	h := map[string]string{"Authorization": "Bearer tok-for-actions-1234", "X-Requested-With": "test"}
@@ -311,12 +313,14 @@ func TestConsoleActions(t *testing.T) {
 		return nil
 	})
 
-	if r := consoleDo(t, "POST", base+"/console/api/acl/reload", h, ""); r.code != 200 || reloads.Load() != 1 {
-		t.Errorf("reload: %d %s, %d calls", r.code, r.body, reloads.Load())
+	writeACL(`{"entries":[{"driver_token":"` + tokAllowed + `","status":"active"}]}`)
+	if r := consoleDo(t, "POST", base+"/console/api/acl/reload", h, ""); r.code != 200 || svc.Authz().ACLStatus().Entries != 1 ||
+		!strings.Contains(string(r.body), "1 entry") {
+		t.Errorf("reload: %d %s, %d entries loaded", r.code, r.body, svc.Authz().ACLStatus().Entries)
 	}
-	bad := errors.New("acl: line 3: bad status")
-	reloadErr.Store(&bad)
-	if r := consoleDo(t, "POST", base+"/console/api/acl/reload", h, ""); r.code != 422 || !strings.Contains(string(r.body), "bad status") {
+	writeACL(`{"entries":[{"driver_token":"short","status":"active"}]}`)
+	if r := consoleDo(t, "POST", base+"/console/api/acl/reload", h, ""); r.code != 422 || !strings.Contains(string(r.body), "the loaded ACL stays") ||
+		svc.Authz().ACLStatus().Entries != 1 {
 		t.Errorf("failed reload: %d %s", r.code, r.body)
 	}
 

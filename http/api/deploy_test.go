@@ -18,8 +18,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/chargeauth/chargeauth/acl"
-	"github.com/chargeauth/chargeauth/http/api"
 	"github.com/chargeauth/chargeauth/http/authz"
+	"github.com/chargeauth/chargeauth/node"
 	"github.com/chargeauth/chargeauth/session"
 )
 
@@ -89,7 +89,7 @@ func TestDeployMetricNamesAreServed(t *testing.T) {
 
 // startServiceWithACL runs the service with a real embedded-style
 // authorization server, so that the ACL metrics are served too.
-func startServiceWithACL(t *testing.T) *api.Service {
+func startServiceWithACL(t *testing.T) *node.Node {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "acl.json")
 	body := `{"entries":[{"driver_token":"` + tokAllowed + `","status":"active"}]}`
@@ -107,7 +107,7 @@ func startServiceWithACL(t *testing.T) *api.Service {
 	}
 	go srv.Serve(ln) //nolint:errcheck // ends at Shutdown
 	t.Cleanup(func() { _ = srv.Shutdown() })
-	return startService(t, api.Config{AuthzURL: "http://" + ln.Addr().String(), ACLStatus: srv.ACLStatus, AllowPrivateCallbacks: true})
+	return startService(t, node.Config{AuthzURL: "http://" + ln.Addr().String(), ACLStatus: srv.ACLStatus, AllowPrivateCallbacks: true})
 }
 
 // promtool finds Debian's promtool (package prometheus); CI installs it

@@ -1,8 +1,9 @@
 // Package api is chargeauth's HTTP face: the public fasthttp front
-// (POST and GET /charge_point/session/), the admin listener (health,
-// readiness, metrics, sessions, redelivery) and Service, which wires the
-// store, the actor engine, the authorization client and the callback sender
-// behind them.
+// (POST and GET /charge_point/session/) and the admin listener (health,
+// readiness, metrics, sessions, redelivery). It serves HTTP and nothing
+// else: Server is built (New) from what it needs, the open store and the
+// running engine (api.Config), by package node, which opens the store,
+// starts the engine and serves the servers Server gives it.
 //
 // The front copies what it needs out of the fasthttp request once (through
 // session.ParseRequest) and hands only domain values to the actors; nothing

@@ -11,7 +11,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
-	"github.com/chargeauth/chargeauth/http/api"
+	"github.com/chargeauth/chargeauth/node"
 	"github.com/chargeauth/chargeauth/persistence"
 	"github.com/chargeauth/chargeauth/session"
 )
@@ -24,7 +24,7 @@ func TestAcknowledgedMeansSynced(t *testing.T) {
 	// decision is written meanwhile: a synced decision would also sync the
 	// accepts before it and hide an unsynced accept.
 	fs := vfs.NewCrashableMem()
-	svc := startService(t, api.Config{AuthzURL: "http://127.0.0.1:1", FS: fs, DecisionTimeout: time.Minute})
+	svc := startService(t, node.Config{AuthzURL: "http://127.0.0.1:1", FS: fs, DecisionTimeout: time.Minute})
 	url := "http://" + svc.Addr() + "/charge_point/session/"
 
 	var mu sync.Mutex
@@ -98,7 +98,7 @@ func TestNoCallbackBeforeDecisionIsStored(t *testing.T) {
 			bad = append(bad, fmt.Sprintf("%s: %s %q %v, callback %q", c.ID, rec.State, rec.Status, err, body.Status))
 		}
 	}
-	svc := startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true, FS: fs})
+	svc := startService(t, node.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true, FS: fs})
 	var ids []string
 	for i := range 30 {
 		tok := tokAllowed

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chargeauth/chargeauth/http/api"
+	"github.com/chargeauth/chargeauth/node"
 	"github.com/chargeauth/chargeauth/schedule"
 	"github.com/chargeauth/chargeauth/session"
 )
@@ -18,7 +18,7 @@ import (
 func TestEndToEndEachStatus(t *testing.T) {
 	authz := startFakeAuthz(t, 700*time.Millisecond)
 	recv := startReceiver(t)
-	svc := startService(t, api.Config{AuthzURL: authz.URL, DecisionTimeout: 400 * time.Millisecond, AllowPrivateCallbacks: true})
+	svc := startService(t, node.Config{AuthzURL: authz.URL, DecisionTimeout: 400 * time.Millisecond, AllowPrivateCallbacks: true})
 
 	want := map[string]session.Status{
 		tokAllowed:    session.StatusAllowed,
@@ -110,7 +110,15 @@ func TestEndToEndEachStatus(t *testing.T) {
 		}
 		return nil
 	})
-	time.Sleep(300 * time.Millisecond)
+	// Nothing is left that could act on it: no request actor, no call, no
+	// callback in flight.
+	eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
+		e := svc.Engine()
+		if live, calls, cbs := e.LiveRequests(), e.AuthzCallsInFlight(), e.CallbacksPending(); live+calls+cbs != 0 {
+			return fmt.Errorf("%d request actors, %d authz calls, %d callbacks in flight", live, calls, cbs)
+		}
+		return nil
+	})
 	if cbs := recv.byID(ids[tokSlow]); len(cbs) != 1 {
 		t.Errorf("%d callbacks for the slow request, want 1", len(cbs))
 	}
@@ -125,7 +133,7 @@ func TestEndToEndEachStatus(t *testing.T) {
 
 func TestAcknowledgment(t *testing.T) {
 	authz := startFakeAuthz(t, 0)
-	svc := startService(t, api.Config{AuthzURL: authz.URL, DecisionTimeout: 10 * time.Second})
+	svc := startService(t, node.Config{AuthzURL: authz.URL, DecisionTimeout: 10 * time.Second})
 	for _, path := range []string{"/charge_point/session/", "/charge_point/session"} {
 		before := time.Now()
 		r := do(t, "POST", "http://"+svc.Addr()+path, "application/json",
@@ -163,7 +171,7 @@ func TestAcknowledgment(t *testing.T) {
 // stored.
 func TestValidationOverHTTP(t *testing.T) {
 	authz := startFakeAuthz(t, 0)
-	svc := startService(t, api.Config{AuthzURL: authz.URL})
+	svc := startService(t, node.Config{AuthzURL: authz.URL})
 	url := "http://" + svc.Addr() + "/charge_point/session/"
 	const validURL = "https://webhook.site/a02530e4-62e6-433b-ae31-d1392e823f12"
 	body := func(fields ...string) string {
@@ -232,7 +240,7 @@ func TestValidationOverHTTP(t *testing.T) {
 
 func TestHTTPErrors(t *testing.T) {
 	authz := startFakeAuthz(t, 0)
-	svc := startService(t, api.Config{AuthzURL: authz.URL})
+	svc := startService(t, node.Config{AuthzURL: authz.URL})
 	base := "http://" + svc.Addr()
 	valid := sessionBody(station, tokAllowed, "https://example.com/cb")
 	failed := func(t *testing.T, r response, code int) {
@@ -282,7 +290,7 @@ func TestHTTPErrors(t *testing.T) {
 // Retry-After, never 202.
 func TestUnavailableWhenStoreClosed(t *testing.T) {
 	authz := startFakeAuthz(t, 0)
-	svc := startService(t, api.Config{AuthzURL: authz.URL})
+	svc := startService(t, node.Config{AuthzURL: authz.URL})
 	if err := svc.Store().Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +309,7 @@ func TestUnavailableWhenStoreClosed(t *testing.T) {
 func TestPrivateCallbackRefused(t *testing.T) {
 	authz := startFakeAuthz(t, 0)
 	recv := startReceiver(t)
-	svc := startService(t, api.Config{AuthzURL: authz.URL, CallbackSchedule: schedule.Delays{0, time.Millisecond}})
+	svc := startService(t, node.Config{AuthzURL: authz.URL, CallbackSchedule: schedule.Delays{0, time.Millisecond}})
 	id := mustAccept(t, svc, tokAllowed, recv.URL+"/cb")
 	eventually(t, 10*time.Second, 10*time.Millisecond, func() error {
 		rec, err := svc.Store().Get(id)
@@ -330,7 +338,7 @@ func TestCallbackRetriedUntilDelivered(t *testing.T) {
 		}
 		return 200
 	}
-	svc := startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true,
+	svc := startService(t, node.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true,
 		CallbackSchedule: schedule.Doubling(5*time.Millisecond, 20*time.Millisecond)})
 	id := mustAccept(t, svc, tokNotAllowed, recv.URL+"/cb")
 	eventually(t, 10*time.Second, 10*time.Millisecond, func() error {
@@ -361,7 +369,7 @@ func TestCallbackRetriedUntilDelivered(t *testing.T) {
 func TestRetention(t *testing.T) {
 	authz := startFakeAuthz(t, 0)
 	recv := startReceiver(t)
-	svc := startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true, Retention: 300 * time.Millisecond})
+	svc := startService(t, node.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true, Retention: 300 * time.Millisecond})
 	id := mustAccept(t, svc, tokAllowed, recv.URL+"/cb")
 	eventually(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if len(recv.byID(id)) == 0 {

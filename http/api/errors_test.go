@@ -7,6 +7,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/chargeauth/chargeauth/actors"
 	"github.com/chargeauth/chargeauth/session"
 )
 
@@ -46,7 +47,7 @@ func TestEveryFailureHasAnAnswer(t *testing.T) {
 // A redeliver while the engine is still resuming answers 503 with
 // Retry-After, not a 200 with an empty error.
 func TestRedeliverBeforeReady(t *testing.T) {
-	a := &admin{svc: &Service{}} // no engine yet: still resuming
+	a := &admin{svc: &Server{cfg: Config{Engine: func() *actors.Engine { return nil }}}} // no engine yet: still resuming
 	var ctx fasthttp.RequestCtx
 	ctx.Request.Header.SetMethod(fasthttp.MethodPost)
 	ctx.Request.SetRequestURI("/sessions/0195f3a2-0000-7000-8000-000000000000/redeliver")

@@ -89,11 +89,10 @@ func checkBaseURL(u string) error {
 	return nil
 }
 
-// CheckFleet reports what Config.Validate would find wrong with a node id
-// and its peers (the serve command checks its flags with it).
-func CheckFleet(nodeID string, peers []Peer) error {
-	_, err := checkFleet(nodeID, peers)
-	return err
+// CheckFleet checks a node id and its peers and returns the node's number
+// (see checkFleet).
+func CheckFleet(nodeID string, peers []Peer) (uint16, error) {
+	return checkFleet(nodeID, peers)
 }
 
 // checkFleet validates NodeID and Peers: the node's own id gives a node

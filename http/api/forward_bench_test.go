@@ -10,7 +10,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/valyala/fasthttp"
 
-	"github.com/chargeauth/chargeauth/http/api"
+	"github.com/chargeauth/chargeauth/node"
 )
 
 // BenchmarkGetForwarded compares a GET answered by the owner with one that
@@ -27,15 +27,12 @@ func BenchmarkGetForwarded(b *testing.B) {
 		return ln.Addr().String()
 	}
 	pub, adm := []string{addr(), addr()}, []string{addr(), addr()}
-	peers, err := api.ParsePeers("n-1=http://"+pub[0]+",n-2=http://"+pub[1], "")
-	if err != nil {
-		b.Fatal(err)
-	}
-	var svcs []*api.Service
+	peers := "n-1=http://" + pub[0] + ",n-2=http://" + pub[1]
+	var svcs []*node.Node
 	for i, id := range []string{"n-1", "n-2"} {
-		svc, err := api.New(api.Config{Listen: pub[i], AdminListen: adm[i], FS: vfs.NewMem(), DataDir: "data",
+		svc, err := node.Start(node.Config{Listen: pub[i], AdminListen: adm[i], FS: vfs.NewMem(), DataDir: "data",
 			AuthzURL: "http://127.0.0.1:1", NodeID: id, Peers: peers,
-			Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+			Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))}.WithDefaults())
 		if err != nil {
 			b.Fatal(err)
 		}

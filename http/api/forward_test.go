@@ -16,14 +16,14 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/chargeauth/chargeauth/actors"
-	"github.com/chargeauth/chargeauth/http/api"
+	"github.com/chargeauth/chargeauth/node"
 )
 
 // twoNodes starts chargeauth-1 and chargeauth-2 as a fleet of two.
 // lookup, if set, resolves peer names (the peers are then named
 // "node-N.test"). The ports are reserved before the nodes start (--peers
 // names them): a port another test took meanwhile is tried again.
-func twoNodes(t *testing.T, lookup func(context.Context, string) ([]string, error)) (a, b *api.Service) {
+func twoNodes(t *testing.T, lookup func(context.Context, string) ([]string, error)) (a, b *node.Node) {
 	t.Helper()
 	authz := startFakeAuthz(t, 0)
 	for attempt := 0; ; attempt++ {
@@ -32,13 +32,13 @@ func twoNodes(t *testing.T, lookup func(context.Context, string) ([]string, erro
 			t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
 			return a, b
 		}
-		if !errors.Is(err, api.ErrListen) || attempt == 4 {
+		if !errors.Is(err, node.ErrListen) || attempt == 4 {
 			t.Fatal(err)
 		}
 	}
 }
 
-func tryTwoNodes(authzURL string, lookup func(context.Context, string) ([]string, error)) (a, b *api.Service, err error) {
+func tryTwoNodes(authzURL string, lookup func(context.Context, string) ([]string, error)) (a, b *node.Node, err error) {
 	var addrs [4]string
 	for i := range addrs {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -56,25 +56,19 @@ func tryTwoNodes(authzURL string, lookup func(context.Context, string) ([]string
 		_, port, _ := net.SplitHostPort(addr)
 		return name + ":" + port
 	}
-	peers, err := api.ParsePeers(
-		"chargeauth-1=http://"+host(pubA, "node-1.test")+", chargeauth-2=http://"+host(pubB, "node-2.test"),
-		"chargeauth-1=http://"+host(admA, "node-1.test")+",chargeauth-2=http://"+host(admB, "node-2.test"))
-	if err != nil {
-		return nil, nil, err
-	}
-	cfg := func(id, pub, adm string) api.Config {
-		c := api.Config{Listen: pub, AdminListen: adm, AuthzURL: authzURL, NodeID: id, Peers: peers,
+	peers := "chargeauth-1=http://" + host(pubA, "node-1.test") + ", chargeauth-2=http://" + host(pubB, "node-2.test")
+	peerAdmins := "chargeauth-1=http://" + host(admA, "node-1.test") + ",chargeauth-2=http://" + host(admB, "node-2.test")
+	cfg := func(id, pub, adm string) node.Config {
+		c := node.Config{Listen: pub, AdminListen: adm, AuthzURL: authzURL, NodeID: id, Peers: peers, PeerAdminURLs: peerAdmins,
 			AllowPrivateCallbacks: true, FS: vfs.NewMem(), DataDir: "data", ShutdownGrace: time.Second,
 			Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))}
-		if lookup != nil {
-			api.SetLookupHost(&c, lookup)
-		}
-		return c
+		c.LookupHost = lookup
+		return c.WithDefaults()
 	}
-	if a, err = api.New(cfg("chargeauth-1", pubA, admA)); err != nil {
+	if a, err = node.Start(cfg("chargeauth-1", pubA, admA)); err != nil {
 		return nil, nil, err
 	}
-	if b, err = api.New(cfg("chargeauth-2", pubB, admB)); err != nil {
+	if b, err = node.Start(cfg("chargeauth-2", pubB, admB)); err != nil {
 		_ = a.Close()
 		return nil, nil, err
 	}
@@ -205,11 +199,9 @@ func TestFleetConfig(t *testing.T) {
 		{"admin of a stranger", "a-1", "a-1=http://a", "z-9=http://z", "not in --peers"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			peers, err := api.ParsePeers(tc.peers, tc.admins)
-			if err == nil {
-				cfg := api.Config{Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", AuthzURL: "http://127.0.0.1:1", NodeID: tc.self, Peers: peers}
-				err = cfg.Validate()
-			}
+			cfg := node.Config{Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", AuthzURL: "http://127.0.0.1:1",
+				NodeID: tc.self, Peers: tc.peers, PeerAdminURLs: tc.admins}.WithDefaults()
+			err := cfg.Validate()
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
 			}

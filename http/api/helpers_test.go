@@ -14,7 +14,8 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/valyala/fasthttp"
 
-	"github.com/chargeauth/chargeauth/http/api"
+	"github.com/chargeauth/chargeauth/internal/testwait"
+	"github.com/chargeauth/chargeauth/node"
 )
 
 const (
@@ -72,7 +73,7 @@ func startFakeAuthz(t *testing.T, slowDelay time.Duration) *fakeAuthz {
 		case tokNotAllowed:
 			status = "not_allowed"
 		case tokSlow:
-			time.Sleep(f.slowDelay)
+			time.Sleep(f.slowDelay) // slow on purpose: answers after the deadline
 			status = "allowed"
 		}
 		ctx.SetContentType("application/json")
@@ -111,6 +112,7 @@ type receiver struct {
 	mu     sync.Mutex
 	got    []callback
 	answer func(n int) int // status code for the n-th callback (1-based)
+	body   string          // the body of every answer (none if "")
 
 	onCallback func(callback) // called for each callback before answering
 }
@@ -132,13 +134,16 @@ func startReceiver(t *testing.T) *receiver {
 		r.mu.Lock()
 		r.got = append(r.got, cb)
 		n := len(r.got)
-		answer := r.answer
+		answer, body := r.answer, r.body
 		r.mu.Unlock()
 		code := 204
 		if answer != nil {
 			code = answer(n)
 		}
 		ctx.SetStatusCode(code)
+		if body != "" {
+			ctx.SetBodyString(body)
+		}
 	})
 	return r
 }
@@ -163,7 +168,7 @@ func (r *receiver) count() int {
 
 // startService runs chargeauth on loopback ports over an in-memory store,
 // returns once it is ready, and closes it at cleanup.
-func startService(t *testing.T, cfg api.Config) *api.Service {
+func startService(t *testing.T, cfg node.Config) *node.Node {
 	t.Helper()
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
@@ -181,7 +186,7 @@ func startService(t *testing.T, cfg api.Config) *api.Service {
 		cfg.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil))
 	}
 	cfg.ShutdownGrace = time.Second
-	svc, err := api.New(cfg)
+	svc, err := node.Start(cfg.WithDefaults())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +239,7 @@ func sessionBody(stationID, token, callbackURL string) []byte {
 }
 
 // mustAccept posts a valid request and returns its request_id.
-func mustAccept(t *testing.T, svc *api.Service, token, callbackURL string) string {
+func mustAccept(t *testing.T, svc *node.Node, token, callbackURL string) string {
 	t.Helper()
 	r := do(t, "POST", "http://"+svc.Addr()+"/charge_point/session/", "application/json", sessionBody(station, token, callbackURL))
 	if r.code != 202 {
@@ -247,21 +252,9 @@ func mustAccept(t *testing.T, svc *api.Service, token, callbackURL string) strin
 	return id
 }
 
-// eventually polls f until it returns nil or the timeout passes.
-func eventually(t *testing.T, timeout, every time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(every)
-	}
-}
+// eventually polls f every interval until it returns nil, failing after
+// timeout: the tree's one polling helper.
+var eventually = testwait.Eventually
 
 var errNoCallback = errorString("no callback yet")
 

@@ -5,7 +5,6 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/chargeauth/chargeauth/actors"
 	"github.com/chargeauth/chargeauth/persistence"
 	"github.com/chargeauth/chargeauth/session"
 )
@@ -61,27 +60,4 @@ func validIdempotencyKey(k []byte) bool {
 		}
 	}
 	return true
-}
-
-// expireIdempotencyKeys deletes the keys older than their 24 h, in batches,
-// until none is left or stop closes. Called by the retention loop; an
-// expired key is free whether deleted yet or not.
-func (s *Service) expireIdempotencyKeys(stop <-chan struct{}) {
-	for {
-		n, err := s.store.ExpireIdempotencyKeys(s.cfg.now().Add(-actors.IdempotencyTTL), 1000)
-		if err != nil {
-			if !errors.Is(err, persistence.ErrClosing) {
-				s.log.Error("retention of idempotency keys", "err", err)
-			}
-			return
-		}
-		if n < 1000 {
-			return
-		}
-		select {
-		case <-stop:
-			return
-		default:
-		}
-	}
 }

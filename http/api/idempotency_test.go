@@ -8,7 +8,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/chargeauth/chargeauth/http/api"
+	"github.com/chargeauth/chargeauth/node"
 )
 
 // postWithKey posts body with an Idempotency-Key.
@@ -39,7 +39,7 @@ func postWithKey(t *testing.T, url, key string, body []byte) response {
 func TestIdempotencyKey(t *testing.T) {
 	authz := startFakeAuthz(t, 0)
 	recv := startReceiver(t)
-	svc := startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true})
+	svc := startService(t, node.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true})
 	url := "http://" + svc.Addr() + "/charge_point/session/"
 	body := sessionBody(station, tokAllowed, recv.URL+"/cb")
 

@@ -166,7 +166,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 
 // registerOps adds what an on-call engineer reads first: build, readiness,
 // the authorization breaker, the ACL and the callback backlog's age.
-func (m *metrics) registerOps(s *Service) {
+func (m *metrics) registerOps(s *Server) {
 	version, revision := BuildInfo()
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "chargeauth_build_info", Help: "Always 1; the labels name the running build.",
@@ -182,12 +182,12 @@ func (m *metrics) registerOps(s *Service) {
 			Name: "chargeauth_authz_breaker_state",
 			Help: "The authorization service circuit breaker: 0 closed, 1 half-open (probing), 2 open (calls fail at once).",
 		}, func() float64 {
-			if e := s.engine.Load(); e != nil {
+			if e := s.cfg.Engine(); e != nil {
 				return float64(e.BreakerState())
 			}
 			return 0
 		}),
-		&backlogAgeCollector{store: s.store, now: s.cfg.now},
+		&backlogAgeCollector{store: s.store, now: s.cfg.Now},
 	)
 	if s.cfg.ACLStatus != nil {
 		m.reg.MustRegister(&aclCollector{status: s.cfg.ACLStatus})

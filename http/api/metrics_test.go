@@ -22,11 +22,12 @@ import (
 	"github.com/chargeauth/chargeauth/acl"
 	"github.com/chargeauth/chargeauth/http/api"
 	"github.com/chargeauth/chargeauth/http/authz"
+	"github.com/chargeauth/chargeauth/node"
 	"github.com/chargeauth/chargeauth/schedule"
 )
 
 // scrape reads the admin /metrics of svc, parsed.
-func scrape(t *testing.T, svc *api.Service) map[string]*dto.MetricFamily {
+func scrape(t *testing.T, svc *node.Node) map[string]*dto.MetricFamily {
 	t.Helper()
 	r := do(t, "GET", "http://"+svc.AdminAddr()+"/metrics", "", nil)
 	if r.code != 200 {
@@ -83,7 +84,7 @@ func mustMetric(t *testing.T, fams map[string]*dto.MetricFamily, name string, la
 }
 
 // waitMetric polls /metrics until cond holds for the series' value.
-func waitMetric(t *testing.T, svc *api.Service, what string, cond func(float64) bool, name string, labels ...string) {
+func waitMetric(t *testing.T, svc *node.Node, what string, cond func(float64) bool, name string, labels ...string) {
 	t.Helper()
 	eventually(t, 10*time.Second, 10*time.Millisecond, func() error {
 		v, ok := metricValue(scrape(t, svc), name, labels...)
@@ -102,7 +103,7 @@ func is(want float64) func(float64) bool { return func(v float64) bool { return 
 // The build is named once, as a constant 1 with its labels.
 func TestMetricsBuildInfo(t *testing.T) {
 	authz := startFakeAuthz(t, 0)
-	svc := startService(t, api.Config{AuthzURL: authz.URL})
+	svc := startService(t, node.Config{AuthzURL: authz.URL})
 	fams := scrape(t, svc)
 	version, revision := api.BuildInfo()
 	if v := mustMetric(t, fams, "chargeauth_build_info", "version", version, "revision", revision, "goversion", runtime.Version()); v != 1 {
@@ -116,7 +117,7 @@ func TestMetricsBuildInfo(t *testing.T) {
 // The latency histograms span 0.2ms to 30s.
 func TestMetricsLatencyBuckets(t *testing.T) {
 	authz := startFakeAuthz(t, 0)
-	svc := startService(t, api.Config{AuthzURL: authz.URL})
+	svc := startService(t, node.Config{AuthzURL: authz.URL})
 	fams := scrape(t, svc)
 	for _, name := range []string{"chargeauth_ack_seconds", "chargeauth_decision_seconds", "chargeauth_authz_call_seconds", "chargeauth_callback_attempt_seconds"} {
 		f := fams[name]
@@ -148,7 +149,7 @@ func TestMetricsRecordsAndBacklogAgeMove(t *testing.T) {
 		}
 		return 204
 	}
-	svc := startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true, DecisionTimeout: 5 * time.Second,
+	svc := startService(t, node.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true, DecisionTimeout: 5 * time.Second,
 		CallbackMaxAttempts: 3, CallbackSchedule: schedule.Delays{0, 300 * time.Millisecond}})
 
 	fams := scrape(t, svc)
@@ -201,7 +202,7 @@ func TestMetricsBreakerStateMoves(t *testing.T) {
 		ctx.SetBodyString(`{"status":"allowed"}`)
 	})
 	recv := startReceiver(t)
-	svc := startService(t, api.Config{AuthzURL: url, AllowPrivateCallbacks: true, DecisionTimeout: 10 * time.Second})
+	svc := startService(t, node.Config{AuthzURL: url, AllowPrivateCallbacks: true, DecisionTimeout: 10 * time.Second})
 	fams := scrape(t, svc)
 	if v := mustMetric(t, fams, "chargeauth_authz_breaker_state"); v != 0 {
 		t.Fatalf("breaker = %v at start, want 0 (closed)", v)
@@ -222,7 +223,7 @@ func TestMetricsBreakerStateMoves(t *testing.T) {
 // chargeauth_ready follows /readyz: 1 while serving, 0 once closing starts.
 func TestMetricsReadyMoves(t *testing.T) {
 	authz := startFakeAuthz(t, 3*time.Second)
-	svc := startService(t, api.Config{AuthzURL: authz.URL, DecisionTimeout: 10 * time.Second})
+	svc := startService(t, node.Config{AuthzURL: authz.URL, DecisionTimeout: 10 * time.Second})
 	if v := mustMetric(t, scrape(t, svc), "chargeauth_ready"); v != 1 {
 		t.Fatalf("ready = %v while serving", v)
 	}
@@ -270,7 +271,7 @@ func TestMetricsACLMoves(t *testing.T) {
 	}
 	go srv.Serve(ln) //nolint:errcheck // ends at Shutdown
 	t.Cleanup(func() { _ = srv.Shutdown() })
-	svc := startService(t, api.Config{AuthzURL: "http://" + ln.Addr().String(), ACLStatus: srv.ACLStatus})
+	svc := startService(t, node.Config{AuthzURL: "http://" + ln.Addr().String(), ACLStatus: srv.ACLStatus})
 
 	fams := scrape(t, svc)
 	v1 := a.Version()
@@ -323,7 +324,7 @@ func TestMetricsACLMoves(t *testing.T) {
 // Without an embedded authorization service there is no ACL to report.
 func TestMetricsNoACLWithExternalAuthz(t *testing.T) {
 	authz := startFakeAuthz(t, 0)
-	svc := startService(t, api.Config{AuthzURL: authz.URL})
+	svc := startService(t, node.Config{AuthzURL: authz.URL})
 	if f := scrape(t, svc)["chargeauth_acl_info"]; f != nil {
 		t.Errorf("acl_info without an ACL: %v", f)
 	}

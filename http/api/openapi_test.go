@@ -20,6 +20,7 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
 	"github.com/chargeauth/chargeauth/http/api"
+	"github.com/chargeauth/chargeauth/node"
 	"github.com/chargeauth/chargeauth/session"
 )
 
@@ -58,7 +59,7 @@ type apiChecker struct {
 	covered map[string]bool // "operationId status"
 }
 
-func newAPIChecker(t *testing.T, covered map[string]bool, svcs ...*api.Service) *apiChecker {
+func newAPIChecker(t *testing.T, covered map[string]bool, svcs ...*node.Node) *apiChecker {
 	t.Helper()
 	doc := loadOpenAPI(t)
 	// Route the document's servers to these services (all of them, so one
@@ -223,7 +224,7 @@ func TestOpenAPIMatchesServer(t *testing.T) {
 		}
 		return 204
 	}
-	svc := startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true, CallbackSecrets: []string{secret},
+	svc := startService(t, node.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true, CallbackSecret: secret,
 		CallbackMaxAttempts: 1})
 	c := newAPIChecker(t, covered, svc)
 	pub, admin := "http://"+svc.Addr(), "http://"+svc.AdminAddr()
@@ -287,7 +288,10 @@ func TestOpenAPIMatchesServer(t *testing.T) {
 	c.do(apiCall{method: "POST", url: admin + "/sessions/0190a5c4-0000-7000-8000-000000000000/redeliver", want: 404})
 	c.do(apiCall{method: "GET", url: admin + "/sessions/" + id + "/redeliver", want: 405})
 
-	// A failed request, redelivered.
+	// A failed request, redelivered; its attempt keeps the answer.
+	recv.mu.Lock()
+	recv.body = `{"error":"down"}`
+	recv.mu.Unlock()
 	refuse.Store(true)
 	failed := mustAccept(t, svc, tokNotAllowed, recv.URL+"/cb")
 	eventually(t, 10*time.Second, 10*time.Millisecond, func() error {
@@ -303,7 +307,7 @@ func TestOpenAPIMatchesServer(t *testing.T) {
 
 	// 503s: a full backlog, and a closing service's /readyz.
 	slow := startFakeAuthz(t, time.Second)
-	small := startService(t, api.Config{AuthzURL: slow.URL, DecisionTimeout: 5 * time.Second, MaxInflight: 1, MaxBacklog: 1})
+	small := startService(t, node.Config{AuthzURL: slow.URL, DecisionTimeout: 5 * time.Second, MaxInflight: 1, MaxBacklog: 1})
 	c2 := newAPIChecker(t, covered, small)
 	for i := 0; ; i++ {
 		if i == 10 {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/chargeauth/chargeauth/http/api"
+	"github.com/chargeauth/chargeauth/node"
 	"github.com/chargeauth/chargeauth/schedule"
 	"github.com/chargeauth/chargeauth/session"
 )
@@ -53,7 +53,7 @@ func (r *scheduleReceiver) postTimes(id string) []time.Time {
 }
 
 // waitStates waits until every id is in state want.
-func waitStates(t *testing.T, svc *api.Service, ids []string, want session.State) {
+func waitStates(t *testing.T, svc *node.Node, ids []string, want session.State) {
 	t.Helper()
 	eventually(t, 20*time.Second, 10*time.Millisecond, func() error {
 		for _, id := range ids {
@@ -70,7 +70,7 @@ func waitStates(t *testing.T, svc *api.Service, ids []string, want session.State
 }
 
 // waitAttempts waits until every id has had at least n callback attempts.
-func waitAttempts(t *testing.T, svc *api.Service, ids []string, n int) {
+func waitAttempts(t *testing.T, svc *node.Node, ids []string, n int) {
 	t.Helper()
 	eventually(t, 20*time.Second, 5*time.Millisecond, func() error {
 		for _, id := range ids {
@@ -105,7 +105,7 @@ func TestScheduleReceiverDownThenBack(t *testing.T) {
 			return 204, ""
 		}
 		url := serveLoopback(t, recv.handle) + "/cb"
-		svc := startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true,
+		svc := startService(t, node.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true,
 			CallbackSchedule: compressed, CallbackMaxAge: time.Minute})
 		ids := make([]string, n)
 		for i := range ids {
@@ -133,7 +133,7 @@ func TestScheduleReceiverDownThenBack(t *testing.T) {
 		}
 		addr := ln.Addr().String()
 		_ = ln.Close() // nothing listens: connections are refused
-		svc := startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true,
+		svc := startService(t, node.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true,
 			CallbackSchedule: compressed, CallbackMaxAge: time.Minute})
 		ids := make([]string, n)
 		for i := range ids {
@@ -163,7 +163,7 @@ func TestScheduleGoneStopsAtOnce(t *testing.T) {
 	recv := newScheduleReceiver()
 	recv.answer = func(string, int) (int, string) { return 410, "" }
 	url := serveLoopback(t, recv.handle) + "/cb"
-	svc := startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true,
+	svc := startService(t, node.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true,
 		CallbackSchedule: schedule.Delays{0, time.Millisecond}, CallbackMaxAttempts: 100, CallbackMaxAge: time.Minute})
 	id := mustAccept(t, svc, tokAllowed, url)
 	waitStates(t, svc, []string{id}, session.StateFailed)
@@ -191,7 +191,7 @@ func TestScheduleRetryAfterLengthens(t *testing.T) {
 		return 204, ""
 	}
 	url := serveLoopback(t, recv.handle) + "/cb"
-	svc := startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true,
+	svc := startService(t, node.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true,
 		CallbackSchedule: schedule.Delays{0, 10 * time.Millisecond}, CallbackMaxAge: time.Minute})
 	id := mustAccept(t, svc, tokAllowed, url)
 	waitStates(t, svc, []string{id}, session.StateDelivered)
@@ -212,7 +212,7 @@ func TestScheduleMaxAgeEndsInFailed(t *testing.T) {
 	recv.answer = func(string, int) (int, string) { return 503, "" }
 	url := serveLoopback(t, recv.handle) + "/cb"
 	const maxAge = 300 * time.Millisecond
-	svc := startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true,
+	svc := startService(t, node.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true,
 		CallbackSchedule: schedule.Delays{0, 50 * time.Millisecond}, CallbackMaxAttempts: 1000, CallbackMaxAge: maxAge})
 	id := mustAccept(t, svc, tokAllowed, url)
 	waitStates(t, svc, []string{id}, session.StateFailed)

@@ -17,6 +17,7 @@ import (
 	"github.com/chargeauth/chargeauth/acl"
 	"github.com/chargeauth/chargeauth/http/api"
 	"github.com/chargeauth/chargeauth/http/authz"
+	"github.com/chargeauth/chargeauth/node"
 	"github.com/chargeauth/chargeauth/schedule"
 )
 
@@ -107,7 +108,7 @@ func TestMalformedFramingNeverLogsTheToken(t *testing.T) {
 	az := authz.NewServer(authz.Config{ACL: acl.Sample(), Logger: log})
 	go az.Serve(ln) //nolint:errcheck // ends at Shutdown
 	t.Cleanup(func() { _ = az.Shutdown() })
-	svc := startService(t, api.Config{AuthzURL: "http://" + ln.Addr().String(), Logger: log})
+	svc := startService(t, node.Config{AuthzURL: "http://" + ln.Addr().String(), Logger: log})
 
 	listeners := map[string]string{"public": svc.Addr(), "admin": svc.AdminAddr(), "authz": ln.Addr().String()}
 	for name, addr := range listeners {
@@ -152,7 +153,7 @@ func firstLine(s string) string {
 func TestFramingEdges(t *testing.T) {
 	az := startFakeAuthz(t, 0)
 	recv := startReceiver(t)
-	svc := startService(t, api.Config{AuthzURL: az.URL, AllowPrivateCallbacks: true})
+	svc := startService(t, node.Config{AuthzURL: az.URL, AllowPrivateCallbacks: true})
 	body := string(sessionBody(station, tokAllowed, recv.URL+"/cb"))
 	chunked := fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(body), body)
 
@@ -230,7 +231,7 @@ func TestAdminBearerToken(t *testing.T) {
 	var logs syncBuffer
 	az := startFakeAuthz(t, 0)
 	recv := startReceiver(t)
-	svc := startService(t, api.Config{AuthzURL: az.URL, AdminToken: token, AllowPrivateCallbacks: true,
+	svc := startService(t, node.Config{AuthzURL: az.URL, AdminToken: token, AllowPrivateCallbacks: true,
 		Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	id := mustAccept(t, svc, tokAllowed, recv.URL+"/cb")
 	base := "http://" + svc.AdminAddr()
@@ -277,7 +278,7 @@ func TestAdminBearerToken(t *testing.T) {
 // allows that on loopback).
 func TestAdminOpenWithoutToken(t *testing.T) {
 	az := startFakeAuthz(t, 0)
-	svc := startService(t, api.Config{AuthzURL: az.URL})
+	svc := startService(t, node.Config{AuthzURL: az.URL})
 	if r := doAuth(t, "GET", "http://"+svc.AdminAddr()+"/sessions", ""); r.code != 200 {
 		t.Errorf("GET /sessions: %d %s, want 200", r.code, r.body)
 	}
@@ -288,7 +289,7 @@ func TestAdminOpenWithoutToken(t *testing.T) {
 // dialer never connects (the refusal is at connect time).
 func TestCallbackToOwnListenerRefused(t *testing.T) {
 	az := startFakeAuthz(t, 0)
-	svc := startService(t, api.Config{AuthzURL: az.URL, AllowPrivateCallbacks: true, CallbackSchedule: schedule.Delays{0, time.Millisecond}})
+	svc := startService(t, node.Config{AuthzURL: az.URL, AllowPrivateCallbacks: true, CallbackSchedule: schedule.Delays{0, time.Millisecond}})
 	id := mustAccept(t, svc, tokAllowed, "http://"+svc.AdminAddr()+"/sessions/x/redeliver")
 	waitFailedWith(t, svc, id, "own listener")
 }
@@ -330,7 +331,7 @@ func TestCallbackToHostAddressRefused(t *testing.T) {
 	}()
 	t.Cleanup(func() { ln.Close(); hits.Wait() })
 	az := startFakeAuthz(t, 0)
-	svc := startService(t, api.Config{AuthzURL: az.URL, AllowPrivateCallbacks: true, CallbackSchedule: schedule.Delays{0, time.Millisecond}})
+	svc := startService(t, node.Config{AuthzURL: az.URL, AllowPrivateCallbacks: true, CallbackSchedule: schedule.Delays{0, time.Millisecond}})
 	id := mustAccept(t, svc, tokAllowed, "http://"+ln.Addr().String()+"/cb")
 	waitFailedWith(t, svc, id, "address of this host")
 	mu.Lock()
@@ -340,7 +341,7 @@ func TestCallbackToHostAddressRefused(t *testing.T) {
 	}
 }
 
-func waitFailedWith(t *testing.T, svc *api.Service, id, reason string) {
+func waitFailedWith(t *testing.T, svc *node.Node, id, reason string) {
 	t.Helper()
 	eventually(t, 10*time.Second, 10*time.Millisecond, func() error {
 		rec, err := svc.Store().Get(id)

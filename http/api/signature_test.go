@@ -7,7 +7,7 @@ import (
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
-	"github.com/chargeauth/chargeauth/http/api"
+	"github.com/chargeauth/chargeauth/node"
 )
 
 // With --callback-secret, a captured callback verifies with the reference
@@ -20,8 +20,8 @@ func TestCallbackSignatureVerifiesWithReferenceLibrary(t *testing.T) {
 	)
 	authz := startFakeAuthz(t, 0)
 	recv := startReceiver(t)
-	svc := startService(t, api.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true,
-		CallbackSecrets: []string{secret1, secret2}})
+	svc := startService(t, node.Config{AuthzURL: authz.URL, AllowPrivateCallbacks: true,
+		CallbackSecret: secret1 + " " + secret2})
 	id := mustAccept(t, svc, tokAllowed, recv.URL+"/cb")
 	var cbs []callback
 	eventually(t, 10*time.Second, 10*time.Millisecond, func() error {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/chargeauth/chargeauth/internal/testwait"
 )
 
 func TestNewClientURL(t *testing.T) {
@@ -86,7 +88,7 @@ func TestClientNoAnswer(t *testing.T) {
 // grace the call is cut off.
 func TestClientDeadline(t *testing.T) {
 	url := startFake(t, func(ctx *fasthttp.RequestCtx) {
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond) // a slow service, on purpose: past the deadline
 		ctx.SetBodyString(`{"status":"allowed"}`)
 	})
 	for _, tc := range []struct {
@@ -128,19 +130,26 @@ func TestClientNoRetryAfterDeadline(t *testing.T) {
 		{dropAfter: 300 * time.Millisecond, want: 1}, // after it: not
 	} {
 		ln := listen(t)
-		var calls atomic.Int64
+		var calls, conns, read atomic.Int64
+		accepting := make(chan struct{})
 		go func() {
+			defer close(accepting)
 			for {
 				conn, err := ln.Accept()
 				if err != nil {
 					return
 				}
+				conns.Add(1)
 				go func() {
 					defer conn.Close()
 					var req fasthttp.Request
-					if req.Read(bufio.NewReader(conn)) == nil {
+					ok := req.Read(bufio.NewReader(conn)) == nil
+					if ok {
 						calls.Add(1)
-						time.Sleep(tc.dropAfter) // then close, without an answer
+					}
+					read.Add(1)
+					if ok {
+						time.Sleep(tc.dropAfter) // on purpose: then close, without an answer
 					}
 				}()
 			}
@@ -148,7 +157,10 @@ func TestClientNoRetryAfterDeadline(t *testing.T) {
 		_, _, err := mustClient(t, "http://"+ln.Addr().String()).Authorize(time.Now().Add(100*time.Millisecond), station, "validDriverToken1234567")
 		ln.Close()
 		mustNoAnswer(t, err, "")
-		time.Sleep(50 * time.Millisecond) // a retry would have arrived
+		// Every connection the client made has been read: a retry, if
+		// any, is counted.
+		<-accepting
+		testwait.Until(t, 5*time.Second, "every connection read", func() bool { return read.Load() == conns.Load() })
 		if got := calls.Load(); got != tc.want {
 			t.Errorf("dropped after %v: %d calls, want %d", tc.dropAfter, got, tc.want)
 		}

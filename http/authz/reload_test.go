@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/chargeauth/chargeauth/acl"
+	"github.com/chargeauth/chargeauth/internal/testwait"
 	"github.com/chargeauth/chargeauth/session"
 )
 
@@ -53,7 +54,7 @@ func TestWatchReloadsACL(t *testing.T) {
 	v1 := srv.acl.Load().Version()
 
 	writeACL(t, path, "blocked")
-	waitFor(t, func() bool { return status() == session.StatusNotAllowed })
+	testwait.Until(t, 5*time.Second, "the watcher to load the new list", func() bool { return status() == session.StatusNotAllowed })
 	v2 := srv.acl.Load().Version()
 	if v2 == v1 {
 		t.Error("the version did not change")
@@ -63,23 +64,16 @@ func TestWatchReloadsACL(t *testing.T) {
 	if err := os.WriteFile(path, []byte(`{"entries":[{"driver_token":"x","status":"maybe"}]}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	failures := srv.ACLStatus().ReloadFailures
 	if err := srv.Reload(path); err == nil {
 		t.Error("Reload of an invalid file should fail")
 	}
-	time.Sleep(50 * time.Millisecond) // the watcher sees it too
+	// The watcher sees it too, and fails (before or after the Reload).
+	testwait.Until(t, 5*time.Second, "the watcher to fail on the invalid file", func() bool {
+		return srv.ACLStatus().ReloadFailures >= failures+2
+	})
 	if st := status(); st != session.StatusNotAllowed || srv.acl.Load().Version() != v2 {
 		t.Errorf("after an invalid file: %s, version %s (want the old list, %s)", st, srv.acl.Load().Version(), v2)
-	}
-}
-
-func waitFor(t *testing.T, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -92,13 +92,21 @@ func NewServer(cfg Config) *Server {
 }
 
 // SetACL replaces the ACL; requests decided after it returns use a.
-// A nil a is ignored.
+// A nil a is ignored. An a with the content of the loaded one (the same
+// version, a hash of the file) keeps the loaded one and logs "acl
+// unchanged" at debug, not "acl replaced": a touched or rewritten file with
+// the same bytes changes nothing. Either way it counts as a successful
+// load (ACLStatus.LoadedAt).
 func (s *Server) SetACL(a *acl.ACL) {
 	if a == nil {
 		return
 	}
-	old := s.acl.Swap(a)
 	s.stats.loaded(time.Now())
+	if old := s.acl.Load(); old != nil && old.Version() == a.Version() {
+		s.log.Debug("authz: acl unchanged", "version", a.Version(), "entries", a.Len())
+		return
+	}
+	old := s.acl.Swap(a)
 	s.log.Info("authz: acl replaced", "old_version", old.Version(), "version", a.Version(), "entries", a.Len())
 }
 

@@ -12,7 +12,9 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
 
@@ -86,8 +88,9 @@ const (
 	DefaultMaxConnsPerHost = 16
 )
 
-// maxResponseBody is how much of a receiver's answer is read. The body is
-// ignored; a longer one only costs the connection (see Send).
+// maxResponseBody is how much of a receiver's answer is read. Only its
+// start is kept (Result.Response); a longer one only costs the connection
+// (see Send).
 const maxResponseBody = 64 << 10
 
 // maxRetryAfter caps a receiver's Retry-After.
@@ -204,6 +207,12 @@ type Result struct {
 	// RetryAfter is the receiver's Retry-After (seconds or HTTP date) on
 	// a 429 or 503, capped at 24h; 0 if absent.
 	RetryAfter time.Duration
+	// Response is the start of the receiver's response body: a copy of
+	// at most session.MaxResponseLog bytes, not cut inside a UTF-8
+	// sequence, with the driver token masked wherever it appears (a
+	// receiver may echo the callback). Any other byte is kept as sent:
+	// escape it to show it. Never logged.
+	Response string
 }
 
 var errBadURL = errors.New("callback: bad url")
@@ -272,7 +281,7 @@ func (s *Sender) send(start, deadline time.Time, id string, r session.Request, s
 	}
 
 	code := fresp.StatusCode()
-	res := Result{StatusCode: code}
+	res := Result{StatusCode: code, Response: responseStart(fresp.Body(), r.DriverToken)}
 	if code >= 200 && code <= 299 {
 		return host, res
 	}
@@ -282,6 +291,44 @@ func (s *Sender) send(start, deadline time.Time, id string, r session.Request, s
 		res.RetryAfter = parseRetryAfter(fresp.Header.Peek(fasthttp.HeaderRetryAfter), s.cfg.now())
 	}
 	return host, res
+}
+
+// responseStart copies the start of a receiver's body for Result.Response.
+// It allocates once for a non-empty body, and again only to mask a token.
+func responseStart(body []byte, token string) string {
+	if len(body) == 0 {
+		return ""
+	}
+	b, cut := body, false
+	if len(b) > session.MaxResponseLog {
+		b, cut = b[:session.MaxResponseLog], true
+		// Do not end in the middle of a UTF-8 sequence.
+		i := len(b) - 1
+		for i > 0 && len(b)-i < utf8.UTFMax && !utf8.RuneStart(b[i]) {
+			i--
+		}
+		if !utf8.FullRune(b[i:]) {
+			b = b[:i]
+		}
+	}
+	s := string(b)
+	if token == "" {
+		return s
+	}
+	if strings.Contains(s, token) {
+		s = strings.ReplaceAll(s, token, session.MaskToken(token))
+	}
+	if cut {
+		// The token cut short by the end: more than MaskToken shows.
+		for k := min(len(token)-1, len(s)); k > 4; k-- {
+			if strings.HasSuffix(s, token[:k]) {
+				s = s[:len(s)-k] + session.MaskToken(token)
+				s = s[:min(len(s), session.MaxResponseLog)]
+				break
+			}
+		}
+	}
+	return s
 }
 
 // parseRetryAfter reads a Retry-After value: delay-seconds or an HTTP date.
@@ -330,13 +377,13 @@ func (s *Sender) logAttempt(host, id string, r session.Request, status session.S
 		slog.String("status", string(status)),
 		slog.String("callback_host", host),
 		slog.Int("status_code", res.StatusCode),
-		slog.Duration("took", took),
+		slog.Float64("took_ms", float64(took.Microseconds())/1000),
 	}
 	if res.Err != nil {
 		attrs = append(attrs, slog.String("error", res.Err.Error()), slog.Bool("retryable", res.Retryable))
 	}
 	if res.RetryAfter > 0 {
-		attrs = append(attrs, slog.Duration("retry_after", res.RetryAfter))
+		attrs = append(attrs, slog.Float64("retry_after_ms", float64(res.RetryAfter.Microseconds())/1000))
 	}
 	s.log.LogAttrs(ctx, level, "webhook: callback attempt", attrs...)
 }

@@ -27,6 +27,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/chargeauth/chargeauth/internal/testwait"
 	"github.com/chargeauth/chargeauth/session"
 )
 
@@ -127,22 +128,6 @@ func serveReceiver(t *testing.T, ln net.Listener, handle fasthttp.RequestHandler
 type discardLogger struct{}
 
 func (discardLogger) Printf(string, ...any) {}
-
-// eventually retries f every tick until it returns nil or wait passes.
-func eventually(t *testing.T, wait, tick time.Duration, f func() error) {
-	t.Helper()
-	end := time.Now().Add(wait)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(end) {
-			t.Fatalf("after %v: %v", wait, err)
-		}
-		time.Sleep(tick)
-	}
-}
 
 func newSender(t *testing.T, cfg Config) *Sender {
 	t.Helper()
@@ -418,7 +403,7 @@ func TestSendAfterReceiverClosedIdleConnection(t *testing.T) {
 	rcv := serveReceiver(t, ln, nil, nil, func(srv *fasthttp.Server) { srv.IdleTimeout = 20 * time.Millisecond })
 	s := newSender(t, Config{AllowPrivate: true})
 	mustDeliver(t, s.Send(soon(), testID, testRequest(rcv.url), session.StatusAllowed))
-	eventually(t, 2*time.Second, 5*time.Millisecond, func() error {
+	testwait.Eventually(t, 2*time.Second, 5*time.Millisecond, func() error {
 		if n := rcv.srv.GetOpenConnectionsCount(); n != 0 {
 			return fmt.Errorf("receiver has %d open connections", n)
 		}

@@ -69,7 +69,7 @@
   function fmtAge(s) {
     if (s === undefined || s === null) return ['–', ''];
     if (s === 0) return ['0', 's'];
-    if (s < 1) return [nf1.format(s), 's'];
+    if (s < 10) return [nf1.format(s), 's'];
     if (s < 120) return [nf0.format(s), 's'];
     if (s < 7200) return [nf1.format(s / 60), 'min'];
     if (s < 172800) return [nf1.format(s / 3600), 'h'];
@@ -127,7 +127,7 @@
     e.textContent = text;
     e.className = 'pill ' + (kind || '');
   }
-  const stateKind = { pending: 'info', decided: 'warn', delivered: 'ok', failed: 'bad' };
+  const stateKind = { pending: 'info', decided: 'warn', delivered: 'ok', failed: 'bad', redelivered: 'info' };
   const statusKind = { allowed: 'ok', not_allowed: 'bad', invalid: 'bad', unknown: 'warn' };
 
   function showResult(node, ok, text) {

@@ -1,4 +1,4 @@
-package api
+package node
 
 import (
 	"os"
@@ -7,7 +7,7 @@ import (
 
 // ScaleGOMAXPROCS doubles GOMAXPROCS (the runtime's default: the CPUs the
 // process may use) unless the GOMAXPROCS environment variable sets it, and
-// returns the value in force. serve and the bench call it before starting.
+// returns the value in force. serve and the bench call it before starting a node.
 //
 // The service's goroutines block in system calls (Pebble's fsyncs, socket
 // writes) and hand work to one another in long chains (front, supervisor,

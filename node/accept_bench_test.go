@@ -1,4 +1,4 @@
-package api
+package node
 
 import (
 	"io"
@@ -20,7 +20,7 @@ import (
 // one request actor is live, and it waits on an authorization service that
 // answers only when the benchmark ends; the others wait in the backlog.
 //
-//	go test -run xxx -bench Accept -benchmem ./http/api/
+//	go test -run xxx -bench Accept -benchmem ./node/
 func BenchmarkAccept(b *testing.B) {
 	release := make(chan struct{})
 	authzURL := serveBench(b, func(ctx *fasthttp.RequestCtx) {
@@ -28,12 +28,14 @@ func BenchmarkAccept(b *testing.B) {
 		ctx.SetBodyString(`{"status":"allowed"}`)
 	})
 	b.Cleanup(func() { close(release) })
-	svc, err := New(Config{
+	cfg := Config{
 		Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
 		DataDir: filepath.Join(b.TempDir(), "data"), AuthzURL: authzURL,
-		DecisionTimeout: time.Hour, MaxInflight: 1, ShutdownGrace: 0,
+		DecisionTimeout: time.Hour, MaxInflight: 1,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}.WithDefaults()
+	cfg.ShutdownGrace = 0
+	svc, err := Start(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,0 +1,6 @@
+//go:build race
+
+package webhook
+
+// raceEnabled skips allocation budgets: the race detector allocates.
+const raceEnabled = true
