@@ -19,6 +19,8 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+
+	"github.com/chargeauth/chargeauth/internal/testwait"
 )
 
 // chromiumPath finds Debian's Chromium. Without it the browser test skips,
@@ -63,19 +65,6 @@ func (s *switchReceiver) delivered(id string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.ok[id]
-}
-
-// untilTrue polls cond every 10ms until it holds, failing the test after
-// timeout.
-func untilTrue(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // screenshotDir is where the browser test leaves its screenshots:
@@ -302,7 +291,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	for range 3 {
 		failed = append(failed, post("validDriverToken1234567", cb))
 	}
-	untilTrue(t, 20*time.Second, "3 failed sessions", func() bool { return adminCount("failed") == 3 })
+	testwait.Until(t, 20*time.Second, "3 failed sessions", func() bool { return adminCount("failed") == 3 })
 	step("filter failed", chromedp.Click(chromedp.ID("nav-sessions")), until("list", rows(9)),
 		chromedp.SetValue(chromedp.ID("f-state"), "failed"), chromedp.Click(chromedp.ID("f-apply")),
 		until("3 failed rows", rows(3)+` && [...document.querySelectorAll('#sessions tbody tr')].every(r => r.dataset.state === 'failed')`),
@@ -327,7 +316,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	shot("07-confirm")
 	step("confirm", chromedp.Click(chromedp.ID("confirm-ok")),
 		until("result", `document.getElementById('list-result').textContent.includes('3 sessions scheduled again')`))
-	untilTrue(t, 20*time.Second, "redelivered", func() bool {
+	testwait.Until(t, 20*time.Second, "redelivered", func() bool {
 		for _, id := range failed {
 			if recv.delivered(id) == 0 {
 				return false
