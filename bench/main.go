@@ -36,6 +36,7 @@ type options struct {
 
 	binary, binaryB string
 	extraArgs       string
+	extraArgsB      string
 }
 
 func main() {
@@ -66,6 +67,7 @@ func main() {
 	flag.StringVar(&o.binary, "chargeauth-bin", "", "merit: the chargeauth binary to measure (default: go build ./cmd/chargeauth)")
 	flag.StringVar(&o.binaryB, "chargeauth-bin-b", "", "merit: a second chargeauth binary, measured after the first under each load (an A/B in one run)")
 	flag.StringVar(&o.extraArgs, "chargeauth-args", "", "merit: extra arguments to chargeauth serve, space-separated")
+	flag.StringVar(&o.extraArgsB, "chargeauth-args-b", "", "merit: extra arguments to chargeauth-b's serve (measures chargeauth-b, with -chargeauth-bin unless -chargeauth-bin-b): an A/B of settings")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
@@ -254,7 +256,7 @@ const (
 func runMerit(o options, w io.Writer) error {
 	cfg := MeritConfig{Rate: o.load.Rate, Duration: o.load.Duration, Concurrency: o.load.Concurrency,
 		Burst: o.burst, Timeout: o.load.Timeout, Binary: o.binary, BinaryB: o.binaryB,
-		TempDir: o.tempDir, DrainTimeout: o.drainTimeout, ExtraArgs: strings.Fields(o.extraArgs), Progress: w}
+		TempDir: o.tempDir, DrainTimeout: o.drainTimeout, ExtraArgs: strings.Fields(o.extraArgs), ExtraArgsB: strings.Fields(o.extraArgsB), Progress: w}
 	s, err := cfg.Run()
 	if err != nil {
 		return err

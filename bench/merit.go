@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -120,8 +121,11 @@ type MeritConfig struct {
 	// Servers are the servers measured, in order (default bare, durable,
 	// chargeauth).
 	Servers []string
-	// ExtraArgs are added to chargeauth's serve command line (A/B runs).
-	ExtraArgs []string
+	// ExtraArgs are added to chargeauth's serve command line; ExtraArgsB
+	// to chargeauth-b's (after ExtraArgs), which is then measured even
+	// without BinaryB (with Binary): an A/B of settings.
+	ExtraArgs  []string
+	ExtraArgsB []string
 	// Progress, if set, gets a line per phase.
 	Progress io.Writer
 }
@@ -148,15 +152,16 @@ type MeritPhase struct {
 
 // MeritSummary is the run.
 type MeritSummary struct {
-	StartedAt time.Time     `json:"started_at"`
-	Rate      float64       `json:"rate"`
-	Duration  string        `json:"duration"`
-	Burst     int64         `json:"burst"`
-	Conc      int           `json:"concurrency"`
-	ExtraArgs []string      `json:"chargeauth_extra_args,omitempty"`
-	Binary    string        `json:"binary,omitempty"`
-	BinaryB   string        `json:"binary_b,omitempty"`
-	Phases    []*MeritPhase `json:"phases"`
+	StartedAt  time.Time     `json:"started_at"`
+	Rate       float64       `json:"rate"`
+	Duration   string        `json:"duration"`
+	Burst      int64         `json:"burst"`
+	Conc       int           `json:"concurrency"`
+	ExtraArgs  []string      `json:"chargeauth_extra_args,omitempty"`
+	ExtraArgsB []string      `json:"chargeauth_b_extra_args,omitempty"`
+	Binary     string        `json:"binary,omitempty"`
+	BinaryB    string        `json:"binary_b,omitempty"`
+	Phases     []*MeritPhase `json:"phases"`
 }
 
 // Phase returns the phase of server under load ("open" or "burst"), or nil.
@@ -176,7 +181,7 @@ func (cfg MeritConfig) Run() (*MeritSummary, error) {
 	}
 	if len(cfg.Servers) == 0 {
 		cfg.Servers = []string{"bare", "durable", "chargeauth"}
-		if cfg.BinaryB != "" {
+		if cfg.BinaryB != "" || len(cfg.ExtraArgsB) > 0 {
 			cfg.Servers = append(cfg.Servers, "chargeauth-b")
 		}
 	}
@@ -193,7 +198,7 @@ func (cfg MeritConfig) Run() (*MeritSummary, error) {
 		}
 	}
 	s := &MeritSummary{StartedAt: time.Now().UTC(), Rate: cfg.Rate, Duration: cfg.Duration.String(),
-		Burst: cfg.Burst, Conc: cfg.Concurrency, ExtraArgs: cfg.ExtraArgs, Binary: cfg.Binary, BinaryB: cfg.BinaryB}
+		Burst: cfg.Burst, Conc: cfg.Concurrency, ExtraArgs: cfg.ExtraArgs, ExtraArgsB: cfg.ExtraArgsB, Binary: cfg.Binary, BinaryB: cfg.BinaryB}
 	loads := []struct {
 		name string
 		load LoadConfig
@@ -289,7 +294,8 @@ func (cfg MeritConfig) startServer(kind string) (_ *server, err error) {
 		"--drain-delay", "0s", "--log-level", "warn"}, cfg.ExtraArgs...)
 	bin := cfg.Binary
 	if kind == "chargeauth-b" {
-		bin = cfg.BinaryB
+		bin = cmp.Or(cfg.BinaryB, cfg.Binary)
+		args = append(args, cfg.ExtraArgsB...)
 	}
 	srv.cmd = exec.Command(bin, args...)
 	srv.cmd.Stderr = os.Stderr
@@ -456,8 +462,8 @@ func (s *MeritSummary) WriteTable(w io.Writer) error {
 	if len(s.ExtraArgs) > 0 {
 		fmt.Fprintf(w, "chargeauth extra arguments: %s\n", strings.Join(s.ExtraArgs, " "))
 	}
-	if s.BinaryB != "" {
-		fmt.Fprintf(w, "A/B: chargeauth = %s, chargeauth-b = %s\n", s.Binary, s.BinaryB)
+	if s.BinaryB != "" || len(s.ExtraArgsB) > 0 {
+		fmt.Fprintf(w, "A/B: chargeauth = %s, chargeauth-b = %s %s\n", s.Binary, cmp.Or(s.BinaryB, s.Binary), strings.Join(s.ExtraArgsB, " "))
 	}
 	fmt.Fprintln(w)
 	servers := []string{"bare", "durable", "chargeauth"}
