@@ -446,3 +446,92 @@ func TestCommitterBatchFollowsReopen(t *testing.T) {
 		}
 	}
 }
+
+// A transition's sync is lazy: with no group commit running it does not
+// start one of its own, and the next accept's group makes it durable, with
+// one fsync for both. Alone, it starts its own group once its window has
+// passed, and is durable then too.
+func TestCommitterLazySyncRidesAnAccept(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	s := openBounded(t, Config{Dir: "db", FS: mem, Logger: quietLogger()})
+	s.committer.lazyWindow = time.Hour // only an accept can take it
+	decided := func(fs *vfs.MemFS, id string) bool {
+		t.Helper()
+		s2 := openBounded(t, Config{Dir: "db", FS: fs, Logger: quietLogger()})
+		rec, err := s2.Get(id)
+		if err != nil {
+			t.Fatalf("after the crash: %v", err)
+		}
+		return rec.State == session.StateDecided
+	}
+	decide := func(id string) chan error {
+		done := make(chan error, 1)
+		go func() {
+			_, err := s.Decide(id, session.StatusAllowed, "", session.ByAuthz, t0)
+			done <- err
+		}()
+		return done
+	}
+	queued := func(want int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			s.committer.mu.Lock()
+			n, running := len(s.committer.queue), s.committer.running
+			s.committer.mu.Unlock()
+			if n == want && !running {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("queue %d (running %v), want %d waiting", n, running, want)
+			}
+		}
+	}
+
+	a := testID(0, 0)
+	mustAccept(t, s, a)
+	syncs := walSyncs(t, s)
+	done := decide(a)
+	queued(1)
+	select {
+	case err := <-done:
+		t.Fatalf("the decision returned (%v) before any fsync", err)
+	default:
+	}
+	if n := walSyncs(t, s); n != syncs {
+		t.Fatalf("%d WAL fsyncs for a lazy sync alone, want none yet", n-syncs)
+	}
+	if decided(mem.CrashClone(vfs.CrashCloneCfg{}), a) {
+		t.Fatal("the decision is durable before its sync: the test cannot tell one")
+	}
+	mustAccept(t, s, testID(0, 1))
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the accept's group did not take the decision's sync\n%s", allStacks())
+	}
+	if n := walSyncs(t, s); n != syncs+1 {
+		t.Errorf("%d WAL fsyncs for an accept and a decision, want 1", n-syncs)
+	}
+	if !decided(mem.CrashClone(vfs.CrashCloneCfg{}), a) {
+		t.Error("the decision is not durable after its sync")
+	}
+
+	// Alone, it leads once its window has passed.
+	s.committer.lazyWindow = time.Millisecond
+	b := testID(0, 2)
+	mustAccept(t, s, b)
+	select {
+	case err := <-decide(b):
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("a lazy sync alone never ended\n%s", allStacks())
+	}
+	if !decided(mem.CrashClone(vfs.CrashCloneCfg{}), b) {
+		t.Error("a lazy sync alone is not durable")
+	}
+}
