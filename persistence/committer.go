@@ -3,7 +3,6 @@ package persistence
 import (
 	"errors"
 	"sync"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -25,12 +24,6 @@ type committer struct {
 	mu      sync.Mutex
 	queue   []*pendingWrite // waiting for the next commit
 	running bool            // a goroutine is committing; it takes the queue when done
-	eager   int             // writes in queue that are not lazy: one of them leads the next group
-
-	// lazyWindow is how long a lazy write waits for a group that another
-	// write starts before it starts one itself (lazySyncWindow; tests
-	// lengthen it).
-	lazyWindow time.Duration
 
 	// batch is reused from group to group, while the db is the one it
 	// was made for (a reopen after a failed write replaces the db). Only
@@ -47,19 +40,7 @@ type pendingWrite struct {
 	// (AcceptIdempotent): k/<key> -> idemValue, and kt/<at><key>.
 	idemKey, idemValue, idemTimeKey []byte
 	done                            chan error
-	// lazy: a sync alone that does not start a group of its own at once
-	// (see lazySyncWindow). queued: it is in the queue, not yet taken by
-	// a group. Both under committer.mu.
-	lazy, queued bool
 }
-
-// lazySyncWindow is how long the sync of a transition (a decision, a
-// callback outcome) waits for a group commit started by an accept before
-// it starts one itself. Under load an accept comes well within it and the
-// transition's sync costs no fsync of its own: at 3000 requests a second
-// the decisions' fsyncs, half of the fsyncs, went. Only the transition
-// waits (an acknowledgment never does), and only when no accept comes.
-const lazySyncWindow = 2 * time.Millisecond
 
 var pendingWrites = sync.Pool{New: func() any { return &pendingWrite{done: make(chan error, 1)} }}
 
@@ -74,59 +55,19 @@ var pendingWrites = sync.Pool{New: func() any { return &pendingWrite{done: make(
 func (c *committer) write(w *pendingWrite) error {
 	c.mu.Lock()
 	c.queue = append(c.queue, w)
-	w.queued = true
-	if !w.lazy {
-		c.eager++
-	}
-	lead := !c.running && !w.lazy
-	if lead {
-		c.running = true
-	}
+	lead := !c.running
+	c.running = true
 	c.mu.Unlock()
 	if lead {
 		c.commitQueue()
 	}
-	var window <-chan time.Time
-	if w.lazy && !lead {
-		t := time.NewTimer(cmpDuration(c.lazyWindow, lazySyncWindow))
-		defer t.Stop()
-		window = t.C
-	}
 	for {
-		select {
-		case err := <-w.done:
-			if err != errLead {
-				return err
-			}
-			c.commitQueue()
-		case <-window:
-			// No group took it in time: lead one, or, if one is being
-			// committed, have the next group led even without an accept.
-			window = nil
-			c.mu.Lock()
-			lead := false
-			if w.queued {
-				if !c.running {
-					c.running, lead = true, true
-				} else if w.lazy {
-					w.lazy = false
-					c.eager++
-				}
-			}
-			c.mu.Unlock()
-			if lead {
-				c.commitQueue()
-			}
+		err := <-w.done
+		if err != errLead {
+			return err
 		}
+		c.commitQueue()
 	}
-}
-
-// cmpDuration is d, or def if d is 0.
-func cmpDuration(d, def time.Duration) time.Duration {
-	if d == 0 {
-		return def
-	}
-	return d
 }
 
 // errLead, sent on a pendingWrite's done, tells its caller to commit the
@@ -139,20 +80,16 @@ func (c *committer) commitQueue() {
 	c.mu.Lock()
 	group := c.queue
 	c.queue = nil
-	c.eager = 0
-	for _, w := range group {
-		w.queued = false
-	}
 	c.mu.Unlock()
 
 	err := c.commit(group)
 
 	c.mu.Lock()
 	var next *pendingWrite
-	if c.eager > 0 {
-		next = c.queue[0] // any writer leads the whole queue
+	if len(c.queue) > 0 {
+		next = c.queue[0]
 	} else {
-		c.running = false // lazy writes alone wait for an accept or their window
+		c.running = false
 	}
 	c.mu.Unlock()
 	for _, w := range group {

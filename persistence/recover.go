@@ -26,19 +26,10 @@ func (s *Store) commit(b *pebble.Batch, opts *pebble.WriteOptions) error {
 // syncRLocked makes every write already visible durable: it waits for the
 // next group commit (see committer), which syncs the WAL; a failure is
 // handled as in commit. The caller holds the read lock.
-func (s *Store) syncRLocked() error { return s.syncWrite(false) }
-
-// syncLazyRLocked is syncRLocked that lets a group commit started by
-// another write (an accept) make the fsync, if one starts within
-// lazySyncWindow (see committer).
-func (s *Store) syncLazyRLocked() error { return s.syncWrite(true) }
-
-func (s *Store) syncWrite(lazy bool) error {
+func (s *Store) syncRLocked() error {
 	w := pendingWrites.Get().(*pendingWrite)
 	w.key = w.key[:0] // a sync alone; the buffers stay for the next Accept
-	w.lazy = lazy
 	err := s.committer.write(w)
-	w.lazy = false
 	pendingWrites.Put(w)
 	return err
 }

@@ -232,7 +232,7 @@ func (s *Store) transitionFrom(op, id string, known *session.Record, durable boo
 		// Outside the id's lock: the fsync is shared with every other
 		// writer, and the next transition of a neighbouring id need not
 		// wait for it.
-		if err := s.syncLazyRLocked(); err != nil {
+		if err := s.syncRLocked(); err != nil {
 			return cur, fmt.Errorf("persistence: %s %s: %w", op, id, err)
 		}
 	}
