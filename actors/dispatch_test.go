@@ -3,9 +3,12 @@ package actors
 import (
 	"errors"
 	"fmt"
+	"runtime/metrics"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/chargeauth/chargeauth/session"
 )
 
 // Runs scheduled one after another reuse one worker goroutine; runs
@@ -65,5 +68,41 @@ func TestReuseDispatcher(t *testing.T) {
 	case <-ran:
 	case <-time.After(10 * time.Second):
 		t.Fatal(errors.New("a run scheduled after close did not run"))
+	}
+}
+
+// goroutinesCreated is the process's count of goroutines created so far.
+func goroutinesCreated(t *testing.T) uint64 {
+	t.Helper()
+	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		t.Skip("runtime/metrics has no /sched/goroutines-created")
+	}
+	return s[0].Value.Uint64()
+}
+
+// A request, from its accept to its delivered callback, creates about no
+// goroutine: its eight mailbox runs go to kept workers (actors/doc.go).
+// With protoactor's default dispatcher it created eight or more.
+func TestGoroutinesPerRequest(t *testing.T) {
+	authz := &fakeAuthz{answers: map[string]session.Status{"allowedToken0000000001": session.StatusAllowed}}
+	h := startEngine(t, Config{}, authz, &fakeReceiver{})
+	// One request after another: at most a few mailbox runs at once, as
+	// at a steady rate (a burst of more than maxMailboxWorkers runs at once
+	// gives the rest goroutines of their own).
+	run := func(n int) {
+		for range n {
+			h.waitState(h.mustAccept("allowedToken0000000001").ID, session.StateDelivered)
+		}
+	}
+	run(50) // the workers are made
+	const n = 200
+	before := goroutinesCreated(t)
+	run(n)
+	per := float64(goroutinesCreated(t)-before) / n
+	t.Logf("%.2f goroutines created per request", per)
+	if per > 1 {
+		t.Errorf("%.2f goroutines created per request, want at most 1", per)
 	}
 }
