@@ -143,11 +143,6 @@ type MeritPhase struct {
 	// request, in microseconds.
 	CPUSeconds        float64 `json:"server_cpu_s"`
 	CPUPerCompletedUS float64 `json:"server_cpu_us_per_completed"`
-	// WALFsyncsPerCompleted is chargeauth's Pebble WAL fsyncs (its
-	// chargeauth_pebble_wal_fsync_seconds_count, from start to the end of
-	// the phase) per completed request: unlike CPU, not blurred by the
-	// neighbours. 0 for the ceilings.
-	WALFsyncsPerCompleted float64 `json:"wal_fsyncs_per_completed,omitempty"`
 	// PeakRSSBytes is the server process's VmHWM.
 	PeakRSSBytes uint64 `json:"server_peak_rss_bytes"`
 	// LoadAvg is the machine's 1-minute load average as the phase began.
@@ -231,7 +226,6 @@ func (cfg MeritConfig) Run() (*MeritSummary, error) {
 type server struct {
 	cmd   *exec.Cmd
 	addr  string
-	admin string // chargeauth's admin listener ("" for a ceiling)
 	stdin io.Closer
 	dir   string
 	done  chan error
@@ -309,7 +303,7 @@ func (cfg MeritConfig) startServer(kind string) (_ *server, err error) {
 		return nil, err
 	}
 	go func() { srv.done <- srv.cmd.Wait() }()
-	srv.addr, srv.admin = ports[0], ports[1]
+	srv.addr = ports[0]
 	client := &fasthttp.Client{}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		code, _, err := client.Get(nil, "http://"+ports[1]+"/readyz")
@@ -401,35 +395,11 @@ func (cfg MeritConfig) phase(kind, loadName string, load LoadConfig) (*MeritPhas
 	p.CPUSeconds = (cpu1 - cpu0).Seconds()
 	p.CPUPerCompletedUS = p.CPUSeconds * 1e6 / float64(max(p.Completed, 1))
 	p.PeakRSSBytes, _ = procStatusOf(pid, "VmHWM:")
-	if srv.admin != "" {
-		if n, err := walFsyncs(srv.admin); err == nil {
-			p.WALFsyncsPerCompleted = n / float64(max(p.Completed, 1))
-		}
-	}
 	stopped = true
 	if err := srv.stop(); err != nil {
 		return nil, fmt.Errorf("stop: %w", err)
 	}
 	return p, nil
-}
-
-// walFsyncs reads chargeauth_pebble_wal_fsync_seconds_count from
-// chargeauth's admin /metrics.
-func walFsyncs(admin string) (float64, error) {
-	const name = "chargeauth_pebble_wal_fsync_seconds_count "
-	code, body, err := fasthttp.Get(nil, "http://"+admin+"/metrics")
-	if err != nil {
-		return 0, err
-	}
-	if code != fasthttp.StatusOK {
-		return 0, fmt.Errorf("/metrics: %d", code)
-	}
-	for line := range strings.Lines(string(body)) {
-		if v, ok := strings.CutPrefix(line, name); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
-		}
-	}
-	return 0, errors.New("/metrics: no " + strings.TrimSpace(name))
 }
 
 // clockTick is USER_HZ, the unit of /proc/<pid>/stat's times: 100 on
@@ -538,7 +508,6 @@ func (s *MeritSummary) WriteTable(w io.Writer) error {
 		row("ack p99 ms", func(p *MeritPhase) float64 { return p.Ack.P99 }, "%.3f", true)
 		row("ack max ms", func(p *MeritPhase) float64 { return p.Ack.Max }, "%.3f", false)
 		row("CPU us/completed", func(p *MeritPhase) float64 { return p.CPUPerCompletedUS }, "%.1f", true)
-		row("WAL fsyncs/completed", func(p *MeritPhase) float64 { return p.WALFsyncsPerCompleted }, "%.3f", false)
 		row("peak RSS MiB", func(p *MeritPhase) float64 { return float64(p.PeakRSSBytes) / (1 << 20) }, "%.1f", false)
 		row("lost", func(p *MeritPhase) float64 {
 			if p.Callbacks == nil {
