@@ -142,8 +142,9 @@
 // (the machine is shared: compare CPU per request, not throughput).
 // -chargeauth-bin-b measures a second binary right after the first under
 // each load (an A/B in one run; column chargeauth-b and the ratio b/a);
-// -chargeauth-args-b, extra arguments for it (an A/B of settings, with the
-// same binary unless -chargeauth-bin-b is given).
+// -chargeauth-args-b and -chargeauth-env-b, extra arguments and environment
+// for it (an A/B of settings, with the same binary unless -chargeauth-bin-b
+// is given).
 //
 //	go run ./bench -workload merit
 //	go run ./bench -workload merit -burst 200000 -duration 20s

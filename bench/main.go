@@ -37,6 +37,7 @@ type options struct {
 	binary, binaryB string
 	extraArgs       string
 	extraArgsB      string
+	envB            string
 }
 
 func main() {
@@ -68,6 +69,7 @@ func main() {
 	flag.StringVar(&o.binaryB, "chargeauth-bin-b", "", "merit: a second chargeauth binary, measured after the first under each load (an A/B in one run)")
 	flag.StringVar(&o.extraArgs, "chargeauth-args", "", "merit: extra arguments to chargeauth serve, space-separated")
 	flag.StringVar(&o.extraArgsB, "chargeauth-args-b", "", "merit: extra arguments to chargeauth-b's serve (measures chargeauth-b, with -chargeauth-bin unless -chargeauth-bin-b): an A/B of settings")
+	flag.StringVar(&o.envB, "chargeauth-env-b", "", "merit: NAME=value ... added to chargeauth-b's environment (measures chargeauth-b): an A/B of, say, GOMAXPROCS")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
@@ -256,7 +258,7 @@ const (
 func runMerit(o options, w io.Writer) error {
 	cfg := MeritConfig{Rate: o.load.Rate, Duration: o.load.Duration, Concurrency: o.load.Concurrency,
 		Burst: o.burst, Timeout: o.load.Timeout, Binary: o.binary, BinaryB: o.binaryB,
-		TempDir: o.tempDir, DrainTimeout: o.drainTimeout, ExtraArgs: strings.Fields(o.extraArgs), ExtraArgsB: strings.Fields(o.extraArgsB), Progress: w}
+		TempDir: o.tempDir, DrainTimeout: o.drainTimeout, ExtraArgs: strings.Fields(o.extraArgs), ExtraArgsB: strings.Fields(o.extraArgsB), EnvB: strings.Fields(o.envB), Progress: w}
 	s, err := cfg.Run()
 	if err != nil {
 		return err

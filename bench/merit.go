@@ -126,6 +126,9 @@ type MeritConfig struct {
 	// without BinaryB (with Binary): an A/B of settings.
 	ExtraArgs  []string
 	ExtraArgsB []string
+	// EnvB is added to chargeauth-b's environment (NAME=value), which is
+	// then measured even without BinaryB: an A/B of, say, GOMAXPROCS.
+	EnvB []string
 	// Progress, if set, gets a line per phase.
 	Progress io.Writer
 }
@@ -159,6 +162,7 @@ type MeritSummary struct {
 	Conc       int           `json:"concurrency"`
 	ExtraArgs  []string      `json:"chargeauth_extra_args,omitempty"`
 	ExtraArgsB []string      `json:"chargeauth_b_extra_args,omitempty"`
+	EnvB       []string      `json:"chargeauth_b_env,omitempty"`
 	Binary     string        `json:"binary,omitempty"`
 	BinaryB    string        `json:"binary_b,omitempty"`
 	Phases     []*MeritPhase `json:"phases"`
@@ -181,7 +185,7 @@ func (cfg MeritConfig) Run() (*MeritSummary, error) {
 	}
 	if len(cfg.Servers) == 0 {
 		cfg.Servers = []string{"bare", "durable", "chargeauth"}
-		if cfg.BinaryB != "" || len(cfg.ExtraArgsB) > 0 {
+		if cfg.BinaryB != "" || len(cfg.ExtraArgsB) > 0 || len(cfg.EnvB) > 0 {
 			cfg.Servers = append(cfg.Servers, "chargeauth-b")
 		}
 	}
@@ -198,7 +202,8 @@ func (cfg MeritConfig) Run() (*MeritSummary, error) {
 		}
 	}
 	s := &MeritSummary{StartedAt: time.Now().UTC(), Rate: cfg.Rate, Duration: cfg.Duration.String(),
-		Burst: cfg.Burst, Conc: cfg.Concurrency, ExtraArgs: cfg.ExtraArgs, ExtraArgsB: cfg.ExtraArgsB, Binary: cfg.Binary, BinaryB: cfg.BinaryB}
+		Burst: cfg.Burst, Conc: cfg.Concurrency, ExtraArgs: cfg.ExtraArgs, ExtraArgsB: cfg.ExtraArgsB, EnvB: cfg.EnvB,
+		Binary: cfg.Binary, BinaryB: cfg.BinaryB}
 	loads := []struct {
 		name string
 		load LoadConfig
@@ -298,6 +303,9 @@ func (cfg MeritConfig) startServer(kind string) (_ *server, err error) {
 		args = append(args, cfg.ExtraArgsB...)
 	}
 	srv.cmd = exec.Command(bin, args...)
+	if kind == "chargeauth-b" && len(cfg.EnvB) > 0 {
+		srv.cmd.Env = append(os.Environ(), cfg.EnvB...)
+	}
 	srv.cmd.Stderr = os.Stderr
 	if err := srv.cmd.Start(); err != nil {
 		return nil, err
@@ -462,8 +470,8 @@ func (s *MeritSummary) WriteTable(w io.Writer) error {
 	if len(s.ExtraArgs) > 0 {
 		fmt.Fprintf(w, "chargeauth extra arguments: %s\n", strings.Join(s.ExtraArgs, " "))
 	}
-	if s.BinaryB != "" || len(s.ExtraArgsB) > 0 {
-		fmt.Fprintf(w, "A/B: chargeauth = %s, chargeauth-b = %s %s\n", s.Binary, cmp.Or(s.BinaryB, s.Binary), strings.Join(s.ExtraArgsB, " "))
+	if s.BinaryB != "" || len(s.ExtraArgsB) > 0 || len(s.EnvB) > 0 {
+		fmt.Fprintf(w, "A/B: chargeauth = %s, chargeauth-b = %s %s %s\n", s.Binary, strings.Join(s.EnvB, " "), cmp.Or(s.BinaryB, s.Binary), strings.Join(s.ExtraArgsB, " "))
 	}
 	fmt.Fprintln(w)
 	servers := []string{"bare", "durable", "chargeauth"}
