@@ -15,6 +15,23 @@
 // AuthzConcurrency: each worker holds one call at a time, and a free worker
 // takes the oldest waiting call, skipping those whose deadline has passed.
 //
+// # Hand-offs per request
+//
+// A request that is allowed at the first call and delivered at the first
+// attempt crosses goroutines twelve times after its accept: eight mailbox
+// runs (the supervisor's *Accepted, the request actor's Started, the
+// pool's *Authorize, the request actor's *AuthzAnswered, the pool's
+// *workerIdle, the sender's *DeliverCallback, the supervisor's Terminated,
+// the sender's *CallbackAttempted; under load several messages share one
+// run), two channel hand-offs to kept goroutines (an authz worker, an
+// attempt worker), and up to two to the store's group commit (the accept's
+// and the decision's fsyncs, when another writer leads the group).
+// protoactor runs each mailbox run on a goroutine of its own; the engine's
+// dispatcher (dispatch.go) hands them to kept workers instead, so that at
+// a steady rate a request creates no goroutine (8 with protoactor's
+// default dispatcher: TestGoroutinesPerRequest), and the workers' stacks,
+// already grown, are not grown and copied again for every request.
+//
 // The package knows the store (persistence) and the domain (session), but
 // nothing of fasthttp: the authorization call and the callback POST come in
 // as functions (AuthorizeFunc, DeliverFunc) wired by the caller.

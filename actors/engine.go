@@ -257,6 +257,8 @@ type Engine struct {
 		stopping bool
 	}
 	accepts sync.WaitGroup // Accept calls in progress
+	// dispatch runs the mailboxes of every actor of the engine.
+	dispatch *reuseDispatcher
 }
 
 // Start builds the actor system, resumes what the store holds (pending
@@ -280,18 +282,19 @@ func Start(cfg Config) (*Engine, error) {
 	})
 	protoLog := slog.New(minLevel(cfg.Logger.Handler(), slog.LevelWarn)).With("component", "protoactor")
 	e.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return protoLog }))
+	e.dispatch = newReuseDispatcher()
 	root := e.system.Root
 
 	e.attempts = make(chan func(), cfg.CallbackConcurrency)
 	e.calls = make(chan waitingCall, cfg.AuthzConcurrency)
 	var err error
-	if e.sender, err = root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newCallbackSender(e) }), "callbacks"); err != nil {
+	if e.sender, err = root.SpawnNamed(e.props(func() actor.Actor { return newCallbackSender(e) }), "callbacks"); err != nil {
 		return nil, fmt.Errorf("actors: spawn callback sender: %w", err)
 	}
-	if e.pool, err = root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newAuthzPool(e) }), "authz"); err != nil {
+	if e.pool, err = root.SpawnNamed(e.props(func() actor.Actor { return newAuthzPool(e) }), "authz"); err != nil {
 		return nil, fmt.Errorf("actors: spawn authz pool: %w", err)
 	}
-	if e.supervisor, err = root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newSupervisor(e) }), "requests"); err != nil {
+	if e.supervisor, err = root.SpawnNamed(e.props(func() actor.Actor { return newSupervisor(e) }), "requests"); err != nil {
 		return nil, fmt.Errorf("actors: spawn supervisor: %w", err)
 	}
 	e.watchDeadLetters()
@@ -466,6 +469,13 @@ func (e *Engine) Stop(grace time.Duration) {
 		}
 	}
 	e.system.Shutdown()
+	e.dispatch.close()
+}
+
+// props are the props of every actor of the engine: its mailboxes run on
+// the engine's dispatcher.
+func (e *Engine) props(producer actor.Producer) *actor.Props {
+	return actor.PropsFromProducer(producer, actor.WithDispatcher(e.dispatch))
 }
 
 func (e *Engine) stopping() bool {

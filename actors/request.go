@@ -45,11 +45,13 @@ func (r *requestActor) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
 		if r.checkStore {
-			if cur, err := r.e.cfg.Store.Get(r.rec.ID); err != nil || cur.State != session.StatePending {
+			cur, err := r.e.cfg.Store.Get(r.rec.ID)
+			if err != nil || cur.State != session.StatePending {
 				r.done = true
 				ctx.Stop(ctx.Self())
 				return
 			}
+			r.rec = cur // the record as stored, which decide writes from
 		}
 		// Runs again after a restart (with fresh state): recompute.
 		left := r.rec.DecideBy.Sub(r.e.cfg.now())
@@ -121,7 +123,9 @@ func (r *requestActor) decide(ctx actor.Context, status session.Status, reason s
 	r.stopTimers()
 	defer ctx.Stop(ctx.Self())
 
-	rec, err := r.e.cfg.Store.Decide(r.rec.ID, status, reason, by, r.e.cfg.now().UTC())
+	// The actor holds its record as stored, and is the only one to decide
+	// it: the decision is written from it, without reading it back.
+	rec, err := r.e.cfg.Store.DecideOwned(&r.rec, status, reason, by, r.e.cfg.now().UTC())
 	switch {
 	case errors.Is(err, persistence.ErrWrongState):
 		r.logger().Debug("already decided", "state", rec.State)

@@ -149,7 +149,7 @@ func (s *supervisor) refill(ctx actor.Context) error {
 // spawn starts the request actor of rec; check makes it look in the store
 // first, for a request that may be decided already.
 func (s *supervisor) spawn(ctx actor.Context, rec session.Record, check bool) bool {
-	props := actor.PropsFromProducer(func() actor.Actor { return newRequestActor(s.e, rec, check) })
+	props := s.e.props(func() actor.Actor { return newRequestActor(s.e, rec, check) })
 	if _, err := ctx.SpawnNamed(props, rec.ID); err != nil {
 		s.log.Error("spawn request actor", "request_id", rec.ID, "err", err)
 		return false

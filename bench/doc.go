@@ -120,6 +120,37 @@
 //	go run ./bench -workload burst -burst 1000000 -heapprofile bench/out/heap.pprof
 //	go run ./bench -workload burst -burst 100000 -fake-delay 50ms  # authz-bound: the backlog waits in the store
 //
+// With -workload merit (merit.go) it reports the figures of merit of the
+// README in one run, each server its own process: the bare ceiling and the
+// durable ceiling (this binary started again as a server, by the
+// CHARGEAUTH_BENCH_SERVE variable) and chargeauth (the binary's serve, built
+// from ./cmd/chargeauth unless -chargeauth-bin names one; its embedded
+// authorization service allows the token sent; --allow-private-callbacks,
+// --drain-delay 0s, --log-level warn, plus -chargeauth-args). Each server is
+// started fresh on a fresh directory for each load: first open loop at
+// -rate (default 3000/s) for -duration, then a closed-loop burst of -burst
+// requests (default 20000; the figure is 200000) at -concurrency
+// connections (64). The CPU of a server is its process's utime + stime from
+// /proc/<pid>/stat (all threads, 10ms ticks), read when the load starts and
+// when the last request completed, divided by the completed requests: a 202
+// for the ceilings, a 202 whose callback reached the sink for chargeauth
+// (so its decision and delivery count). The load generator and the
+// callback sink are this process and are never counted. The table gives
+// accepts/s, ack p50/p99/max, CPU us per completed request, the server's
+// peak RSS (VmHWM) and chargeauth's lost callbacks and drain, with the
+// ratios /bare and /durable, and the load average as each phase began
+// (the machine is shared: compare CPU per request, not throughput).
+// -chargeauth-bin-b measures a second binary right after the first under
+// each load (an A/B in one run; column chargeauth-b and the ratio b/a);
+// -chargeauth-args-b and -chargeauth-env-b, extra arguments and environment
+// for it (an A/B of settings, with the same binary unless -chargeauth-bin-b
+// is given).
+//
+//	go run ./bench -workload merit
+//	go run ./bench -workload merit -burst 200000 -duration 20s
+//	go build -o /tmp/a ./cmd/chargeauth; git stash; go build -o /tmp/b ./cmd/chargeauth; git stash pop
+//	go run ./bench -workload merit -chargeauth-bin /tmp/a -chargeauth-bin-b /tmp/b
+//
 // The generator shares the machine (and the process) with the service, so
 // on a small machine both compete for the same cores: compare the ratios,
 // not the absolute figures, between machines. TestBenchSmoke runs both

@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime/debug"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/chargeauth/chargeauth/node"
@@ -32,11 +33,19 @@ type options struct {
 	heapProfile     string
 	fakeDelay       time.Duration
 	fakeProbe       time.Duration // 0: 3s (tests shorten it)
+
+	binary, binaryB string
+	extraArgs       string
+	extraArgsB      string
+	envB            string
 }
 
 func main() {
 	// As serve does, and for both workloads, so that they compare.
 	node.ScaleGOMAXPROCS()
+	if serveChildFromEnv() { // a ceiling server of -workload merit
+		return
+	}
 	var o options
 	flag.IntVar(&o.load.Concurrency, "concurrency", 64, "workers (and connections) of the load generator")
 	flag.DurationVar(&o.load.Duration, "duration", 10*time.Second, "how long each workload's load lasts (0: bounded by -requests only)")
@@ -50,12 +59,17 @@ func main() {
 	flag.DurationVar(&o.authzDelay, "authz-delay", 0, "compare: the authorization service answers after this long (the service being protected is the bottleneck; accepts run ahead on disk)")
 	flag.BoolVar(&o.verbose, "v", false, "show the service's logs on stderr")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the chargeauth workload to this file")
-	flag.StringVar(&o.workload, "workload", "compare", "compare: the ceiling and chargeauth under the same load; burst: -burst requests at once, then the drain (burst.go); fleet: 1 and 3 nodes behind HAProxy (fleet.go)")
+	flag.StringVar(&o.workload, "workload", "compare", "compare: the ceiling and chargeauth under the same load; burst: -burst requests at once, then the drain (burst.go); fleet: 1 and 3 nodes behind HAProxy (fleet.go); merit: the figures of merit, each server its own process (merit.go)")
 	flag.Int64Var(&o.burst, "burst", 100000, "burst: requests in the burst")
 	flag.DurationVar(&o.decisionTimeout, "decision-timeout", defaultBurstDecisionTimeout, "burst: chargeauth's decision timeout (long, so that nothing times out)")
 	flag.IntVar(&o.maxInflight, "max-inflight", 0, "burst: chargeauth's --max-inflight (0: its default)")
 	flag.StringVar(&o.heapProfile, "heapprofile", "", "burst: write a heap profile near the heap's peak to this file")
 	flag.DurationVar(&o.fakeDelay, "fake-delay", time.Millisecond, "burst: how long the fake authorization service sleeps before it answers")
+	flag.StringVar(&o.binary, "chargeauth-bin", "", "merit: the chargeauth binary to measure (default: go build ./cmd/chargeauth)")
+	flag.StringVar(&o.binaryB, "chargeauth-bin-b", "", "merit: a second chargeauth binary, measured after the first under each load (an A/B in one run)")
+	flag.StringVar(&o.extraArgs, "chargeauth-args", "", "merit: extra arguments to chargeauth serve, space-separated")
+	flag.StringVar(&o.extraArgsB, "chargeauth-args-b", "", "merit: extra arguments to chargeauth-b's serve (measures chargeauth-b, with -chargeauth-bin unless -chargeauth-bin-b): an A/B of settings")
+	flag.StringVar(&o.envB, "chargeauth-env-b", "", "merit: NAME=value ... added to chargeauth-b's environment (measures chargeauth-b): an A/B of, say, GOMAXPROCS")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
@@ -69,6 +83,20 @@ func main() {
 		err = run(o, os.Stdout)
 	case "fleet":
 		err = runFleet(o, os.Stdout)
+	case "merit":
+		if !set["rate"] {
+			o.load.Rate = defaultMeritRate
+		}
+		if !set["burst"] {
+			o.burst = defaultMeritBurst
+		}
+		if !set["out"] {
+			o.out = "bench/out/merit.json"
+		}
+		if !set["drain-timeout"] {
+			o.drainTimeout = defaultBurstDrain
+		}
+		err = runMerit(o, os.Stdout)
 	case "burst":
 		if !set["drain-timeout"] {
 			o.drainTimeout = defaultBurstDrain
@@ -82,7 +110,7 @@ func main() {
 		}
 		err = runBurst(o, os.Stdout)
 	default:
-		fmt.Fprintf(os.Stderr, "bench: -workload %q: compare, burst or fleet\n", o.workload)
+		fmt.Fprintf(os.Stderr, "bench: -workload %q: compare, burst, fleet or merit\n", o.workload)
 		os.Exit(2)
 	}
 	if err != nil {
@@ -213,6 +241,40 @@ func runBurst(o options, w io.Writer) error {
 	}
 	if c := r.Callbacks; c.Lost != 0 || r.Drain.TimedOut {
 		return fmt.Errorf("%w: %d of %d (drain timed out: %v)", errLost, c.Lost, r.Accepted, r.Drain.TimedOut)
+	}
+	return nil
+}
+
+// Defaults of -workload merit: the open-loop rate, and a burst
+// small enough for a quick run (the figure is -burst 200000).
+const (
+	defaultMeritRate  = 3000
+	defaultMeritBurst = 20000
+)
+
+// runMerit runs the figures of merit, prints the table to w and writes the
+// JSON report. It returns errLost (after writing both) if a 202 got no
+// callback.
+func runMerit(o options, w io.Writer) error {
+	cfg := MeritConfig{Rate: o.load.Rate, Duration: o.load.Duration, Concurrency: o.load.Concurrency,
+		Burst: o.burst, Timeout: o.load.Timeout, Binary: o.binary, BinaryB: o.binaryB,
+		TempDir: o.tempDir, DrainTimeout: o.drainTimeout, ExtraArgs: strings.Fields(o.extraArgs), ExtraArgsB: strings.Fields(o.extraArgsB), EnvB: strings.Fields(o.envB), Progress: w}
+	s, err := cfg.Run()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	if err := s.WriteTable(w); err != nil {
+		return err
+	}
+	if o.out != "" {
+		if err := writeJSON(o.out, s); err != nil {
+			return fmt.Errorf("report: %w", err)
+		}
+		fmt.Fprintf(w, "report written to %s\n", o.out)
+	}
+	if n := s.lost(); n != 0 {
+		return fmt.Errorf("%w: %d", errLost, n)
 	}
 	return nil
 }

@@ -92,6 +92,11 @@ func procStatus(field string) (uint64, bool) {
 	if err != nil {
 		return 0, false
 	}
+	return statusField(b, field)
+}
+
+// statusField parses one "kB" field of a /proc/<pid>/status, in bytes.
+func statusField(b []byte, field string) (uint64, bool) {
 	i := bytes.Index(b, []byte(field))
 	if i < 0 {
 		return 0, false

@@ -346,7 +346,7 @@ func TestCommitterSyncAlone(t *testing.T) {
 	if err := s.rlock(); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err := s.writeLocked("test", testID(0, 0), func(r *session.Record) error {
+	_, _, err := s.writeLocked("test", testID(0, 0), nil, func(r *session.Record) error {
 		r.State, r.Status, r.DecidedBy, r.DecidedAt = session.StateDecided, session.StatusAllowed, session.ByAuthz, t0
 		return nil
 	})

@@ -66,13 +66,29 @@ func (s *Store) Accept(rec *session.Record) (err error) {
 // one succeeds; the other gets the winner's record and an error wrapping
 // ErrWrongState. Likewise for a record that is not pending.
 func (s *Store) Decide(id string, status session.Status, reason string, by session.DecidedBy, at time.Time) (session.Record, error) {
+	return s.decide(id, nil, status, reason, by, at)
+}
+
+// DecideOwned is Decide for the owner of a pending record, who holds it as
+// stored: it writes the transition from cur without reading the record
+// back. The caller guarantees that nothing else writes the record
+// meanwhile (the request actor is the only one to decide its request, and
+// the supervisor keeps one per id); the state check is on cur.
+func (s *Store) DecideOwned(cur *session.Record, status session.Status, reason string, by session.DecidedBy, at time.Time) (session.Record, error) {
+	if cur == nil || cur.ID == "" {
+		return session.Record{}, errors.New("persistence: decide: record without an id")
+	}
+	return s.decide(cur.ID, cur, status, reason, by, at)
+}
+
+func (s *Store) decide(id string, known *session.Record, status session.Status, reason string, by session.DecidedBy, at time.Time) (session.Record, error) {
 	if !status.Valid() {
 		return session.Record{}, fmt.Errorf("persistence: decide %s: invalid status %q", id, status)
 	}
 	if by != session.ByAuthz && by != session.ByTimeout {
 		return session.Record{}, fmt.Errorf("persistence: decide %s: invalid decided_by %q", id, by)
 	}
-	return s.transition("decide", id, true, func(r *session.Record) error {
+	return s.transitionFrom("decide", id, known, true, func(r *session.Record) error {
 		if r.State != session.StatePending {
 			return wrongState(r, session.StatePending)
 		}
@@ -212,13 +228,19 @@ func wrongState(r *session.Record, want session.State) error {
 // id's read-check-write. Otherwise the batch is durable with the next
 // synced write (within milliseconds under load), and a crash before that
 // loses it.
-func (s *Store) transition(op, id string, durable bool, apply func(*session.Record) error) (_ session.Record, err error) {
+func (s *Store) transition(op, id string, durable bool, apply func(*session.Record) error) (session.Record, error) {
+	return s.transitionFrom(op, id, nil, durable, apply)
+}
+
+// transitionFrom is transition from known, the record as stored, if set:
+// it is not read back.
+func (s *Store) transitionFrom(op, id string, known *session.Record, durable bool, apply func(*session.Record) error) (_ session.Record, err error) {
 	defer func() { s.countFailure(err) }()
 	if err := s.wlock(); err != nil {
 		return session.Record{}, err
 	}
 	defer s.mu.RUnlock()
-	cur, next, err := s.writeLocked(op, id, apply)
+	cur, next, err := s.writeLocked(op, id, known, apply)
 	if err != nil {
 		return cur, err
 	}
@@ -233,17 +255,18 @@ func (s *Store) transition(op, id string, durable bool, apply func(*session.Reco
 	return next, nil
 }
 
-// writeLocked is transition's read-check-write under the id's stripe lock.
-// The write is visible when it returns, not yet durable, and the counts
-// follow it. On error, cur is the record as stored (if it was read) and
-// nothing was written.
-func (s *Store) writeLocked(op, id string, apply func(*session.Record) error) (cur, next session.Record, err error) {
+// writeLocked is transition's read-check-write under the id's stripe lock
+// (check-write from known, if set). The write is visible when it returns,
+// not yet durable, and the counts follow it. On error, cur is the record as
+// stored (if it was read) and nothing was written.
+func (s *Store) writeLocked(op, id string, known *session.Record, apply func(*session.Record) error) (cur, next session.Record, err error) {
 	m := s.stripeFor(id)
 	m.Lock()
 	defer m.Unlock()
 
-	cur, err = s.getRLocked(s.db, id)
-	if err != nil {
+	if known != nil {
+		cur = *known
+	} else if cur, err = s.getRLocked(s.db, id); err != nil {
 		return session.Record{}, session.Record{}, err
 	}
 	next = cur

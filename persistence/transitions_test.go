@@ -1,6 +1,7 @@
 package persistence
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -264,5 +265,63 @@ func TestRedeliverKeepsBoundedHistory(t *testing.T) {
 	}
 	if first := rec.Redeliveries[0]; !first.At.Equal(t0.Add(time.Duration(2*(rounds-session.MaxRedeliveryLog+1)) * time.Minute)) {
 		t.Errorf("oldest kept redelivery %+v: the oldest should have been dropped", first)
+	}
+}
+
+// DecideOwned writes the same decision as Decide (record, state index,
+// due entry, counts), from the record its caller holds, without reading
+// it back: a field only the caller's copy has reaches the store. A copy
+// that is not pending is refused and nothing is written.
+func TestDecideOwned(t *testing.T) {
+	s := mustOpen(t, memConfig())
+	a, b := testID(0, 1), testID(0, 2)
+	mustAccept(t, s, a)
+	mustAccept(t, s, b)
+	at := t0.Add(time.Second)
+	want, err := s.Decide(a, session.StatusAllowed, "", session.ByAuthz, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := pending(b, t0)
+	got, err := s.DecideOwned(held, session.StatusAllowed, "", session.ByAuthz, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := s.Get(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.ID = b
+	if fmt.Sprint(got) != fmt.Sprint(want) || fmt.Sprint(stored) != fmt.Sprint(want) {
+		t.Fatalf("DecideOwned returned %+v, stored %+v; Decide made %+v", got, stored, want)
+	}
+	if n := s.Count(session.StateDecided); n != 2 || s.Count(session.StatePending) != 0 {
+		t.Errorf("counts: decided %d, pending %d; want 2, 0", n, s.Count(session.StatePending))
+	}
+	if keys := dueKeys(t, s); len(keys) != 2 {
+		t.Errorf("due index %v: want both", keys)
+	}
+
+	// Not read back: what the owner holds is what is written.
+	c := testID(0, 3)
+	mustAccept(t, s, c)
+	held = pending(c, t0)
+	held.Request.CallbackURL = "https://example.com/held-copy"
+	if _, err := s.DecideOwned(held, session.StatusNotAllowed, "", session.ByAuthz, at); err != nil {
+		t.Fatal(err)
+	}
+	if stored, err = s.Get(c); err != nil || stored.CallbackURL != held.Request.CallbackURL || stored.Status != session.StatusNotAllowed {
+		t.Fatalf("stored %+v, %v: want the held copy, decided not_allowed", stored, err)
+	}
+
+	// The state check is on the held copy.
+	if _, err := s.DecideOwned(&stored, session.StatusAllowed, "", session.ByAuthz, at); !errors.Is(err, ErrWrongState) {
+		t.Fatalf("decide a decided copy: %v, want ErrWrongState", err)
+	}
+	if again, _ := s.Get(c); again.Status != session.StatusNotAllowed {
+		t.Errorf("a refused DecideOwned changed the record: %+v", again)
+	}
+	if _, err := s.DecideOwned(&session.Record{}, session.StatusAllowed, "", session.ByAuthz, at); err == nil {
+		t.Error("a record without an id is decided")
 	}
 }
