@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -59,27 +60,7 @@ func TestBadConfigurationExits2(t *testing.T) {
 		{"no command", nil, nil, "Usage"},
 		{"sessions without subcommand", nil, []string{"sessions"}, "sessions list"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			for k, v := range tc.env {
-				t.Setenv(k, v)
-			}
-			dataDir := t.TempDir()
-			for i, a := range tc.args {
-				if a == "DATADIR" {
-					tc.args[i] = dataDir
-				}
-			}
-			code, _, stderr := runCmd(t, tc.args...)
-			if code != 2 {
-				t.Errorf("exit %d, want 2 (stderr %q)", code, stderr)
-			}
-			if !strings.Contains(stderr, tc.want) {
-				t.Errorf("stderr %q does not mention %q", stderr, tc.want)
-			}
-			if entries, _ := os.ReadDir(dataDir); len(entries) != 0 {
-				t.Errorf("a rejected configuration created files in the data dir")
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { mustRefuse(t, tc.env, tc.args, tc.want) })
 	}
 }
 
@@ -343,4 +324,33 @@ func TestAuthzReloadsOnSIGHUP(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "SIGHUP to reload the ACL", func() bool { return ask() == "not_allowed" })
+}
+
+// mustRefuse runs the command with env set and DATADIR in args replaced by
+// a fresh directory, and checks that it exits 2 with every one of want in
+// its stderr, having created nothing in that directory.
+func mustRefuse(t *testing.T, env map[string]string, args []string, want ...string) {
+	t.Helper()
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	dataDir := t.TempDir()
+	args = slices.Clone(args)
+	for i, a := range args {
+		if a == "DATADIR" {
+			args[i] = dataDir
+		}
+	}
+	code, _, stderr := runCmd(t, args...)
+	if code != 2 {
+		t.Errorf("exit %d, want 2 (stderr %q)", code, stderr)
+	}
+	for _, w := range want {
+		if !strings.Contains(stderr, w) {
+			t.Errorf("stderr %q does not mention %q", stderr, w)
+		}
+	}
+	if entries, _ := os.ReadDir(dataDir); len(entries) != 0 {
+		t.Errorf("a rejected configuration created files in the data dir")
+	}
 }

@@ -3,8 +3,6 @@ package main
 import (
 	"flag"
 	"io"
-	"os"
-	"strings"
 	"testing"
 
 	"github.com/chargeauth/chargeauth/node"
@@ -33,29 +31,7 @@ func TestCallbackScheduleFlags(t *testing.T) {
 		{"retired max backoff with =", nil, []string{"serve", "-callback-max-backoff=10m"}, []string{"--callback-max-backoff is retired: use --callback-schedule"}},
 		{"retired variable", map[string]string{"CHARGEAUTH_CALLBACK_MAX_BACKOFF": "1s"}, []string{"serve"}, []string{"$CHARGEAUTH_CALLBACK_MAX_BACKOFF", "retired", "CHARGEAUTH_CALLBACK_SCHEDULE"}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			for k, v := range tc.env {
-				t.Setenv(k, v)
-			}
-			dataDir := t.TempDir()
-			for i, a := range tc.args {
-				if a == "DATADIR" {
-					tc.args[i] = dataDir
-				}
-			}
-			code, _, stderr := runCmd(t, tc.args...)
-			if code != 2 {
-				t.Errorf("exit %d, want 2 (stderr %q)", code, stderr)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(stderr, w) {
-					t.Errorf("stderr %q does not mention %q", stderr, w)
-				}
-			}
-			if entries, _ := os.ReadDir(dataDir); len(entries) != 0 {
-				t.Errorf("a rejected configuration created files in the data dir")
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { mustRefuse(t, tc.env, tc.args, tc.want...) })
 	}
 }
 
