@@ -134,9 +134,10 @@ func (n *Node) listen() error {
 	if err != nil {
 		return mark(ErrListen, "--authz-listen: %v", err)
 	}
-	n.authzSrv = authz.NewServer(authz.Config{ACL: a, Logger: n.log.With("component", "authz")})
-	go func() {
-		if err := n.authzSrv.Serve(ln); err != nil {
+	srv := authz.NewServer(authz.Config{ACL: a, Logger: n.log.With("component", "authz")})
+	n.authzSrv = srv
+	go func() { // srv, not n.authzSrv: a failed Start sets the field to nil
+		if err := srv.Serve(ln); err != nil {
 			n.log.Error("authorization service stopped", "err", err)
 		}
 	}()
