@@ -38,6 +38,9 @@ type options struct {
 	extraArgs       string
 	extraArgsB      string
 	envB            string
+
+	gets int
+	idle time.Duration
 }
 
 func main() {
@@ -59,17 +62,19 @@ func main() {
 	flag.DurationVar(&o.authzDelay, "authz-delay", 0, "compare: the authorization service answers after this long (the service being protected is the bottleneck; accepts run ahead on disk)")
 	flag.BoolVar(&o.verbose, "v", false, "show the service's logs on stderr")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the chargeauth workload to this file")
-	flag.StringVar(&o.workload, "workload", "compare", "compare: the ceiling and chargeauth under the same load; burst: -burst requests at once, then the drain (burst.go); fleet: 1 and 3 nodes behind HAProxy (fleet.go); merit: the figures of merit, each server its own process (merit.go)")
+	flag.StringVar(&o.workload, "workload", "compare", "compare: the ceiling and chargeauth under the same load; burst: -burst requests at once, then the drain (burst.go); fleet: 1 and 3 nodes behind HAProxy, each node its own process (fleet.go); merit: the figures of merit, each server its own process (merit.go)")
 	flag.Int64Var(&o.burst, "burst", 100000, "burst: requests in the burst")
 	flag.DurationVar(&o.decisionTimeout, "decision-timeout", defaultBurstDecisionTimeout, "burst: chargeauth's decision timeout (long, so that nothing times out)")
 	flag.IntVar(&o.maxInflight, "max-inflight", 0, "burst: chargeauth's --max-inflight (0: its default)")
 	flag.StringVar(&o.heapProfile, "heapprofile", "", "burst: write a heap profile near the heap's peak to this file")
 	flag.DurationVar(&o.fakeDelay, "fake-delay", time.Millisecond, "burst: how long the fake authorization service sleeps before it answers")
-	flag.StringVar(&o.binary, "chargeauth-bin", "", "merit: the chargeauth binary to measure (default: go build ./cmd/chargeauth)")
+	flag.StringVar(&o.binary, "chargeauth-bin", "", "merit, fleet: the chargeauth binary to measure (default: go build ./cmd/chargeauth)")
 	flag.StringVar(&o.binaryB, "chargeauth-bin-b", "", "merit: a second chargeauth binary, measured after the first under each load (an A/B in one run)")
-	flag.StringVar(&o.extraArgs, "chargeauth-args", "", "merit: extra arguments to chargeauth serve, space-separated")
-	flag.StringVar(&o.extraArgsB, "chargeauth-args-b", "", "merit: extra arguments to chargeauth-b's serve (measures chargeauth-b, with -chargeauth-bin unless -chargeauth-bin-b): an A/B of settings")
+	flag.StringVar(&o.extraArgs, "chargeauth-args", "", "merit, fleet: extra arguments to chargeauth serve (fleet: every node), space-separated")
+	flag.StringVar(&o.extraArgsB, "chargeauth-args-b", "", "merit: extra arguments to chargeauth-b's serve (measures chargeauth-b, with -chargeauth-bin unless -chargeauth-bin-b); fleet: a variant b of every fleet with them: an A/B of settings")
 	flag.StringVar(&o.envB, "chargeauth-env-b", "", "merit: NAME=value ... added to chargeauth-b's environment (measures chargeauth-b): an A/B of, say, GOMAXPROCS")
+	flag.IntVar(&o.gets, "gets", 3000, "fleet: GETs of each kind (straight to the owner; through a node that forwards to the owner)")
+	flag.DurationVar(&o.idle, "idle", 3*time.Second, "fleet: how long each fleet's nodes are measured idle before the load (0: not)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
@@ -82,6 +87,15 @@ func main() {
 	case "compare":
 		err = run(o, os.Stdout)
 	case "fleet":
+		if !set["rate"] {
+			o.load.Rate = defaultFleetRate
+		}
+		if !set["burst"] {
+			o.burst = defaultFleetBurst
+		}
+		if !set["out"] {
+			o.out = "bench/out/fleet.json"
+		}
 		err = runFleet(o, os.Stdout)
 	case "merit":
 		if !set["rate"] {
@@ -250,6 +264,8 @@ func runBurst(o options, w io.Writer) error {
 const (
 	defaultMeritRate  = 3000
 	defaultMeritBurst = 20000
+	defaultFleetRate  = 1500
+	defaultFleetBurst = 20000
 )
 
 // runMerit runs the figures of merit, prints the table to w and writes the
@@ -263,18 +279,27 @@ func runMerit(o options, w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := printReport(w, s, o.out); err != nil {
+		return err
+	}
+	if n := s.lost(); n != 0 {
+		return fmt.Errorf("%w: %d", errLost, n)
+	}
+	return nil
+}
+
+// printReport prints s's table to w after a blank line and writes s as
+// JSON to out, if set.
+func printReport(w io.Writer, s interface{ WriteTable(io.Writer) error }, out string) error {
 	fmt.Fprintln(w)
 	if err := s.WriteTable(w); err != nil {
 		return err
 	}
-	if o.out != "" {
-		if err := writeJSON(o.out, s); err != nil {
+	if out != "" {
+		if err := writeJSON(out, s); err != nil {
 			return fmt.Errorf("report: %w", err)
 		}
-		fmt.Fprintf(w, "report written to %s\n", o.out)
-	}
-	if n := s.lost(); n != 0 {
-		return fmt.Errorf("%w: %d", errLost, n)
+		fmt.Fprintf(w, "report written to %s\n", out)
 	}
 	return nil
 }

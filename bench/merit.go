@@ -189,18 +189,12 @@ func (cfg MeritConfig) Run() (*MeritSummary, error) {
 			cfg.Servers = append(cfg.Servers, "chargeauth-b")
 		}
 	}
-	if cfg.Binary == "" {
-		dir, err := os.MkdirTemp("", "chargeauth-bench-bin-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(dir)
-		cfg.Binary = filepath.Join(dir, "chargeauth")
-		out, err := exec.Command("go", "build", "-o", cfg.Binary, "github.com/chargeauth/chargeauth/cmd/chargeauth").CombinedOutput()
-		if err != nil {
-			return nil, fmt.Errorf("merit: go build: %v\n%s", err, out)
-		}
+	bin, cleanup, err := buildChargeauth(cfg.Binary)
+	if err != nil {
+		return nil, fmt.Errorf("merit: %w", err)
 	}
+	defer cleanup()
+	cfg.Binary = bin
 	s := &MeritSummary{StartedAt: time.Now().UTC(), Rate: cfg.Rate, Duration: cfg.Duration.String(),
 		Burst: cfg.Burst, Conc: cfg.Concurrency, ExtraArgs: cfg.ExtraArgs, ExtraArgsB: cfg.ExtraArgsB, EnvB: cfg.EnvB,
 		Binary: cfg.Binary, BinaryB: cfg.BinaryB}
@@ -281,14 +275,9 @@ func (cfg MeritConfig) startServer(kind string) (_ *server, err error) {
 		return srv, nil
 	}
 
-	ports := make([]string, 3)
-	for i := range ports {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ports[i] = ln.Addr().String()
-		ln.Close()
+	ports, err := reserveAddrs(3)
+	if err != nil {
+		return nil, err
 	}
 	aclPath := filepath.Join(dir, "acl.json")
 	if err := os.WriteFile(aclPath, benchACL, 0o600); err != nil {
@@ -302,32 +291,19 @@ func (cfg MeritConfig) startServer(kind string) (_ *server, err error) {
 		bin = cmp.Or(cfg.BinaryB, cfg.Binary)
 		args = append(args, cfg.ExtraArgsB...)
 	}
-	srv.cmd = exec.Command(bin, args...)
-	if kind == "chargeauth-b" && len(cfg.EnvB) > 0 {
-		srv.cmd.Env = append(os.Environ(), cfg.EnvB...)
+	var env []string
+	if kind == "chargeauth-b" {
+		env = cfg.EnvB
 	}
-	srv.cmd.Stderr = os.Stderr
-	if err := srv.cmd.Start(); err != nil {
+	if srv, err = startProcess(bin, args, env, dir); err != nil {
 		return nil, err
 	}
-	go func() { srv.done <- srv.cmd.Wait() }()
 	srv.addr = ports[0]
-	client := &fasthttp.Client{}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		code, _, err := client.Get(nil, "http://"+ports[1]+"/readyz")
-		if err == nil && code == fasthttp.StatusOK {
-			return srv, nil
-		}
-		select {
-		case werr := <-srv.done:
-			return nil, fmt.Errorf("chargeauth exited before it was ready: %v", werr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			srv.stop()
-			return nil, errors.New("chargeauth not ready after 30s")
-		}
+	if err := srv.waitReady("http://"+ports[1]+"/readyz", ""); err != nil {
+		_ = srv.stop()
+		return nil, err
 	}
+	return srv, nil
 }
 
 // stop ends the server (SIGTERM, then SIGKILL after 30s) and removes its
