@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -58,6 +59,9 @@ type FleetConfig struct {
 	// right after the first: an A/B of settings in one run.
 	ExtraArgs  []string
 	ExtraArgsB []string
+	// EnvB, if set, is added to variant b's nodes' environment (NAME=value):
+	// an A/B of, say, GOMAXPROCS.
+	EnvB []string
 	// HAProxy is the haproxy binary. Default: "haproxy" on PATH, or
 	// /usr/sbin/haproxy.
 	HAProxy      string
@@ -100,6 +104,7 @@ type FleetSummary struct {
 	Conc       int           `json:"concurrency"`
 	ExtraArgs  []string      `json:"extra_args,omitempty"`
 	ExtraArgsB []string      `json:"extra_args_b,omitempty"`
+	EnvB       []string      `json:"env_b,omitempty"`
 	Phases     []*FleetPhase `json:"phases"`
 }
 
@@ -136,16 +141,19 @@ func (cfg FleetConfig) Run() (_ *FleetSummary, err error) {
 	defer cleanup()
 	cfg.Binary = bin
 	s := &FleetSummary{StartedAt: time.Now().UTC(), Rate: cfg.Rate, Duration: cfg.Duration.String(), Burst: cfg.Burst,
-		Gets: cfg.Gets, Conc: cfg.Concurrency, ExtraArgs: cfg.ExtraArgs, ExtraArgsB: cfg.ExtraArgsB}
-	variants := map[string][]string{"a": cfg.ExtraArgs}
+		Gets: cfg.Gets, Conc: cfg.Concurrency, ExtraArgs: cfg.ExtraArgs, ExtraArgsB: cfg.ExtraArgsB, EnvB: cfg.EnvB}
+	type variant struct {
+		args, env []string
+	}
+	variants := map[string]variant{"a": {args: cfg.ExtraArgs}}
 	order := []string{"a"}
-	if len(cfg.ExtraArgsB) > 0 {
-		variants["b"] = append(append([]string(nil), cfg.ExtraArgs...), cfg.ExtraArgsB...)
+	if len(cfg.ExtraArgsB) > 0 || len(cfg.EnvB) > 0 {
+		variants["b"] = variant{append(append([]string(nil), cfg.ExtraArgs...), cfg.ExtraArgsB...), cfg.EnvB}
 		order = append(order, "b")
 	}
 	for _, n := range cfg.Sizes {
 		for _, v := range order {
-			phases, err := cfg.runFleet(n, v, variants[v])
+			phases, err := cfg.runFleet(n, v, variants[v].args, variants[v].env)
 			if err != nil {
 				return nil, fmt.Errorf("fleet-%d%s: %w", n, v, err)
 			}
@@ -195,7 +203,7 @@ func (f *fleet) cpu() (nodes, hp, az time.Duration, err error) {
 
 // start starts the authorization service, n nodes and HAProxy, and waits
 // until HAProxy sees every node up.
-func (cfg FleetConfig) start(n int, extra []string) (_ *fleet, err error) {
+func (cfg FleetConfig) start(n int, extra, env []string) (_ *fleet, err error) {
 	f := &fleet{}
 	defer func() {
 		if err != nil {
@@ -240,7 +248,7 @@ func (cfg FleetConfig) start(n int, extra []string) (_ *fleet, err error) {
 			"--authz-url", "http://" + authzAddr, "--data-dir", filepath.Join(dir, "data"),
 			"--node-id", fmt.Sprintf("node-%d", i), "--peers", strings.Join(peers, ","),
 			"--allow-private-callbacks", "--drain-delay", "0s", "--log-level", "warn"}, extra...)
-		node, err := startProcess(cfg.Binary, args, nil, dir)
+		node, err := startProcess(cfg.Binary, args, env, dir)
 		if err != nil {
 			os.RemoveAll(dir)
 			return nil, err
@@ -315,8 +323,8 @@ backend nodes
 const fleetStatsPath = "/haproxy-stats"
 
 // runFleet starts a fleet of n nodes and measures it under every load.
-func (cfg FleetConfig) runFleet(n int, variant string, extra []string) (_ []*FleetPhase, err error) {
-	f, err := cfg.start(n, extra)
+func (cfg FleetConfig) runFleet(n int, variant string, extra, env []string) (_ []*FleetPhase, err error) {
+	f, err := cfg.start(n, extra, env)
 	if err != nil {
 		return nil, err
 	}
@@ -479,8 +487,8 @@ func (s *FleetSummary) WriteTable(w io.Writer) error {
 	if len(s.ExtraArgs) > 0 {
 		fmt.Fprintf(w, "nodes' extra arguments: %s\n", strings.Join(s.ExtraArgs, " "))
 	}
-	if len(s.ExtraArgsB) > 0 {
-		fmt.Fprintf(w, "variant b adds: %s\n", strings.Join(s.ExtraArgsB, " "))
+	if len(s.ExtraArgsB) > 0 || len(s.EnvB) > 0 {
+		fmt.Fprintf(w, "variant b adds: %s %s\n", strings.Join(s.EnvB, " "), strings.Join(s.ExtraArgsB, " "))
 	}
 	type col struct {
 		n int
@@ -569,7 +577,14 @@ func (s *FleetSummary) WriteTable(w io.Writer) error {
 func runFleet(o options, w io.Writer) error {
 	cfg := FleetConfig{Rate: o.load.Rate, Duration: o.load.Duration, Concurrency: o.load.Concurrency, Burst: o.burst,
 		Gets: o.gets, Timeout: o.load.Timeout, Idle: o.idle, Binary: o.binary, TempDir: o.tempDir, DrainTimeout: o.drainTimeout,
-		ExtraArgs: strings.Fields(o.extraArgs), ExtraArgsB: strings.Fields(o.extraArgsB), Progress: w}
+		ExtraArgs: strings.Fields(o.extraArgs), ExtraArgsB: strings.Fields(o.extraArgsB), EnvB: strings.Fields(o.envB), Progress: w}
+	for _, f := range strings.Split(o.fleetNodes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 9 {
+			return fmt.Errorf("-fleet-nodes %q: node counts from 1 to 9, comma-separated", o.fleetNodes)
+		}
+		cfg.Sizes = append(cfg.Sizes, n)
+	}
 	s, err := cfg.Run()
 	if err != nil {
 		return err

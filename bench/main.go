@@ -39,8 +39,9 @@ type options struct {
 	extraArgsB      string
 	envB            string
 
-	gets int
-	idle time.Duration
+	gets       int
+	idle       time.Duration
+	fleetNodes string
 }
 
 func main() {
@@ -72,9 +73,10 @@ func main() {
 	flag.StringVar(&o.binaryB, "chargeauth-bin-b", "", "merit: a second chargeauth binary, measured after the first under each load (an A/B in one run)")
 	flag.StringVar(&o.extraArgs, "chargeauth-args", "", "merit, fleet: extra arguments to chargeauth serve (fleet: every node), space-separated")
 	flag.StringVar(&o.extraArgsB, "chargeauth-args-b", "", "merit: extra arguments to chargeauth-b's serve (measures chargeauth-b, with -chargeauth-bin unless -chargeauth-bin-b); fleet: a variant b of every fleet with them: an A/B of settings")
-	flag.StringVar(&o.envB, "chargeauth-env-b", "", "merit: NAME=value ... added to chargeauth-b's environment (measures chargeauth-b): an A/B of, say, GOMAXPROCS")
+	flag.StringVar(&o.envB, "chargeauth-env-b", "", "merit: NAME=value ... added to chargeauth-b's environment (measures chargeauth-b); fleet: to variant b's nodes': an A/B of, say, GOMAXPROCS")
 	flag.IntVar(&o.gets, "gets", 3000, "fleet: GETs of each kind (straight to the owner; through a node that forwards to the owner)")
 	flag.DurationVar(&o.idle, "idle", 3*time.Second, "fleet: how long each fleet's nodes are measured idle before the load (0: not)")
+	flag.StringVar(&o.fleetNodes, "fleet-nodes", "1,3", "fleet: the fleets measured, by node count, in order")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
