@@ -87,8 +87,13 @@ type FleetPhase struct {
 	NodesCPU   float64 `json:"nodes_cpu_s"`
 	HAProxyCPU float64 `json:"haproxy_cpu_s"`
 	AuthzCPU   float64 `json:"authz_cpu_s"`
-	Seconds    float64 `json:"seconds"`
-	LoadAvg    string  `json:"loadavg_at_start"`
+	// WALSyncs counts the nodes' WAL fsyncs over the phase (their
+	// chargeauth_pebble_wal_fsync_seconds_count); CtxSwitches their
+	// context switches (voluntary and not, from /proc).
+	WALSyncs    float64 `json:"nodes_wal_fsyncs"`
+	CtxSwitches float64 `json:"nodes_ctx_switches"`
+	Seconds     float64 `json:"seconds"`
+	LoadAvg     string  `json:"loadavg_at_start"`
 }
 
 // NodesCPUPerUS is the nodes' CPU per completed request, in microseconds.
@@ -151,8 +156,8 @@ func (cfg FleetConfig) Run() (_ *FleetSummary, err error) {
 		variants["b"] = variant{append(append([]string(nil), cfg.ExtraArgs...), cfg.ExtraArgsB...), cfg.EnvB}
 		order = append(order, "b")
 	}
-	for _, n := range cfg.Sizes {
-		for _, v := range order {
+	for _, v := range order { // a variant's fleets one after the other: their ratio is the figure
+		for _, n := range cfg.Sizes {
 			phases, err := cfg.runFleet(n, v, variants[v].args, variants[v].env)
 			if err != nil {
 				return nil, fmt.Errorf("fleet-%d%s: %w", n, v, err)
@@ -168,6 +173,7 @@ type fleet struct {
 	authz   *server
 	nodes   []*server
 	publics []string
+	admins  []string
 	haproxy *server
 	front   string
 }
@@ -199,6 +205,49 @@ func (f *fleet) cpu() (nodes, hp, az time.Duration, err error) {
 	hp, err1 := procCPU(f.haproxy.cmd.Process.Pid)
 	az, err2 := procCPU(f.authz.cmd.Process.Pid)
 	return nodes, hp, az, errors.Join(append(errs, err1, err2)...)
+}
+
+// counters are the nodes' WAL fsyncs (from their /metrics) and context
+// switches (from /proc/<pid>/status), summed.
+func (f *fleet) counters() (syncs, switches float64, err error) {
+	client := &fasthttp.Client{}
+	for i, n := range f.nodes {
+		code, body, err := client.Get(nil, "http://"+f.admins[i]+"/metrics")
+		if err != nil || code != fasthttp.StatusOK {
+			return 0, 0, fmt.Errorf("%s/metrics: %d %v", f.admins[i], code, err)
+		}
+		for line := range strings.Lines(string(body)) {
+			if v, ok := strings.CutPrefix(line, "chargeauth_pebble_wal_fsync_seconds_count "); ok {
+				x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				if err != nil {
+					return 0, 0, fmt.Errorf("%s/metrics: %q", f.admins[i], line)
+				}
+				syncs += x
+			}
+		}
+		// Each thread's, from its own status: the process's holds its
+		// main thread's only.
+		tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", n.cmd.Process.Pid))
+		if err != nil || len(tasks) == 0 {
+			return 0, 0, fmt.Errorf("threads of %d: %v", n.cmd.Process.Pid, err)
+		}
+		for _, t := range tasks {
+			b, err := os.ReadFile(t)
+			if err != nil {
+				continue // a thread that ended
+			}
+			for line := range strings.Lines(string(b)) {
+				if k, v, ok := strings.Cut(line, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
+					x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+					if err != nil {
+						return 0, 0, fmt.Errorf("%s: %q", t, line)
+					}
+					switches += x
+				}
+			}
+		}
+	}
+	return syncs, switches, nil
 }
 
 // start starts the authorization service, n nodes and HAProxy, and waits
@@ -254,6 +303,7 @@ func (cfg FleetConfig) start(n int, extra, env []string) (_ *fleet, err error) {
 			return nil, err
 		}
 		f.nodes = append(f.nodes, node)
+		f.admins = append(f.admins, admin)
 		if err := node.waitReady("http://"+admin+"/readyz", ""); err != nil {
 			return nil, err
 		}
@@ -336,6 +386,10 @@ func (cfg FleetConfig) runFleet(n int, variant string, extra, env []string) (_ [
 	var phases []*FleetPhase
 	measure := func(load string, run func(p *FleetPhase) error) error {
 		p := &FleetPhase{Nodes: n, Variant: variant, Load: load, LoadAvg: loadAvg()}
+		s0, c0, err := f.counters()
+		if err != nil {
+			return err
+		}
 		n0, h0, a0, err := f.cpu()
 		if err != nil {
 			return err
@@ -349,7 +403,12 @@ func (cfg FleetConfig) runFleet(n int, variant string, extra, env []string) (_ [
 		if err != nil {
 			return err
 		}
+		s1, c1, err := f.counters()
+		if err != nil {
+			return err
+		}
 		p.NodesCPU, p.HAProxyCPU, p.AuthzCPU = (n1 - n0).Seconds(), (h1 - h0).Seconds(), (a1 - a0).Seconds()
+		p.WALSyncs, p.CtxSwitches = s1-s0, c1-c0
 		phases = append(phases, p)
 		if cfg.Progress != nil {
 			fmt.Fprintf(cfg.Progress, "fleet-%d%s %-9s completed %d, %.0f/s, ack p99 %.2f ms, nodes' CPU %.1f us per completed, HAProxy %.1f, authz %.1f (load %s)\n",
@@ -544,6 +603,7 @@ func (s *FleetSummary) WriteTable(w io.Writer) error {
 		return func(p *FleetPhase) float64 { return cpu(p) * 1e6 / float64(max(p.Completed, 1)) }
 	}
 	row("idle", "nodes' CPU ms/s per node", func(p *FleetPhase) float64 { return p.NodesCPU * 1e3 / p.Seconds / float64(p.Nodes) }, "%.1f", true)
+	row("idle", "ctx switches/s per node", func(p *FleetPhase) float64 { return p.CtxSwitches / p.Seconds / float64(p.Nodes) }, "%.0f", true)
 	for _, load := range []string{"open", "burst"} {
 		row(load, "completed", func(p *FleetPhase) float64 { return float64(p.Completed) }, "%.0f", false)
 		row(load, "accepts/s", func(p *FleetPhase) float64 { return p.AcceptedPerSec }, "%.0f", true)
@@ -554,6 +614,8 @@ func (s *FleetSummary) WriteTable(w io.Writer) error {
 		row(load, "nodes' CPU us/completed", per(func(p *FleetPhase) float64 { return p.NodesCPU }), "%.1f", true)
 		row(load, "HAProxy CPU us/completed", per(func(p *FleetPhase) float64 { return p.HAProxyCPU }), "%.1f", true)
 		row(load, "authz CPU us/completed", per(func(p *FleetPhase) float64 { return p.AuthzCPU }), "%.1f", true)
+		row(load, "nodes' WAL fsyncs/completed", func(p *FleetPhase) float64 { return p.WALSyncs / float64(max(p.Completed, 1)) }, "%.3f", true)
+		row(load, "nodes' ctx switches/completed", func(p *FleetPhase) float64 { return p.CtxSwitches / float64(max(p.Completed, 1)) }, "%.2f", true)
 	}
 	for _, load := range []string{"get-owner", "get-forwarded"} {
 		row(load, "GETs/s", func(p *FleetPhase) float64 { return p.AcceptedPerSec }, "%.0f", false)

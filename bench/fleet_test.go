@@ -58,6 +58,9 @@ func TestFleetSmoke(t *testing.T) {
 				if p.NodesCPU <= 0 || p.HAProxyCPU < 0 || p.AuthzCPU < 0 {
 					t.Errorf("fleet-%d/%s: CPU nodes %v, HAProxy %v, authz %v", n, load, p.NodesCPU, p.HAProxyCPU, p.AuthzCPU)
 				}
+				if p.WALSyncs <= 0 || p.CtxSwitches <= 0 {
+					t.Errorf("fleet-%d/%s: %v WAL fsyncs, %v context switches read from the nodes", n, load, p.WALSyncs, p.CtxSwitches)
+				}
 			case "get-owner", "get-forwarded":
 				if p.Sent != int64(cfg.Gets) || p.Completed != p.Sent {
 					t.Errorf("fleet-%d/%s: %d GETs, %d answered 200 (%v)", n, load, p.Sent, p.Completed, p.Errors)
