@@ -410,7 +410,10 @@ func (cfg FleetConfig) runFleet(n int, variant string, extra, env []string) (_ [
 		p.NodesCPU, p.HAProxyCPU, p.AuthzCPU = (n1 - n0).Seconds(), (h1 - h0).Seconds(), (a1 - a0).Seconds()
 		p.WALSyncs, p.CtxSwitches = s1-s0, c1-c0
 		phases = append(phases, p)
-		if cfg.Progress != nil {
+		if cfg.Progress != nil && load == "idle" {
+			fmt.Fprintf(cfg.Progress, "fleet-%d%s %-9s nodes' CPU %.1f ms/s per node (load %s)\n", n, variant, load,
+				p.NodesCPU*1e3/p.Seconds/float64(n), p.LoadAvg)
+		} else if cfg.Progress != nil {
 			fmt.Fprintf(cfg.Progress, "fleet-%d%s %-9s completed %d, %.0f/s, ack p99 %.2f ms, nodes' CPU %.1f us per completed, HAProxy %.1f, authz %.1f (load %s)\n",
 				n, variant, load, p.Completed, p.AcceptedPerSec, p.Ack.P99, p.NodesCPUPerUS(),
 				p.HAProxyCPU*1e6/float64(max(p.Completed, 1)), p.AuthzCPU*1e6/float64(max(p.Completed, 1)), p.LoadAvg)
