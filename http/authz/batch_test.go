@@ -325,3 +325,25 @@ func TestBatchConcurrencyBound(t *testing.T) {
 		t.Errorf("%d requests at once; BatchConns is 1", p)
 	}
 }
+
+func TestBatchConfigValidate(t *testing.T) {
+	for _, cfg := range []ClientConfig{
+		{URL: "http://host", Batch: true, MaxBatch: maxBatchItems + 1},
+		{URL: "http://host", Batch: true, MaxBatch: -1},
+		{URL: "http://host", Batch: true, BatchConns: -1},
+	} {
+		if _, err := NewClient(cfg); err == nil || !strings.HasPrefix(err.Error(), "authz: ") {
+			t.Errorf("NewClient(%+v): %v; want an error", cfg, err)
+		}
+	}
+	c := mustBatchClient(t, ClientConfig{URL: "http://host"})
+	if c.batch.maxItems != 128 || c.batch.maxInflight != 1 {
+		t.Errorf("defaults: MaxBatch %d, BatchConns %d; want 128, 1", c.batch.maxItems, c.batch.maxInflight)
+	}
+	if c.batchEndpoint != "http://host/authorize/batch" {
+		t.Errorf("batch endpoint %q", c.batchEndpoint)
+	}
+	if mustClient(t, "http://host").batch != nil {
+		t.Error("batching on without ClientConfig.Batch")
+	}
+}
