@@ -136,7 +136,7 @@ func TestBatchSlowBatchDoesNotHoldCallerPastDeadline(t *testing.T) {
 	_, _, err := c.Authorize(start.Add(100*time.Millisecond), station, "blockedDriverToken12345")
 	took := time.Since(start)
 	mustNoAnswer(t, err, "deadline passed while waiting for a batch")
-	if took < 90*time.Millisecond || took > 600*time.Millisecond {
+	if took < 90*time.Millisecond || took > 3*time.Second { // not the slow call's 10s
 		t.Errorf("the waiting call returned after %v; want about its 100ms deadline", took)
 	}
 	close(release)
@@ -165,7 +165,7 @@ func TestBatchDeadlinePerCaller(t *testing.T) {
 			<-gate
 		} else if items(ctx) > 1 {
 			batches.Add(1)
-			time.Sleep(300 * time.Millisecond) // on purpose: past the early caller's deadline
+			time.Sleep(700 * time.Millisecond) // on purpose: past the early caller's deadline
 		}
 		srv.Handler(ctx)
 	})
@@ -190,7 +190,7 @@ func TestBatchDeadlinePerCaller(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		start := time.Now()
-		st, r, err := c.Authorize(start.Add(200*time.Millisecond), station, "validDriverToken1234567")
+		st, r, err := c.Authorize(start.Add(400*time.Millisecond), station, "validDriverToken1234567")
 		early = answer{st, r, err, time.Since(start)}
 	}()
 	testwait.Until(t, 5*time.Second, "the early caller queued", func() bool { return queued(c) == 2 })
@@ -241,7 +241,7 @@ func TestBatchCutOffAtEarliestDeadline(t *testing.T) {
 	for range 2 {
 		a := <-res
 		mustNoAnswer(t, a.err, "timeout")
-		if a.took > time.Second {
+		if a.took > 1500*time.Millisecond { // the batch hangs 2s
 			t.Errorf("a caller of the hung batch returned after %v; want about 150ms + 10ms grace", a.took)
 		}
 	}
