@@ -44,6 +44,7 @@ type Config struct {
 	AuthzListen       string        `flag:"authz-listen" default:"127.0.0.1:8081" doc:"address of the embedded authorization service"`
 	ACL               string        `flag:"acl" default:"" doc:"ACL file of the embedded authorization service (empty: a small built-in sample)"`
 	ACLReloadInterval time.Duration `flag:"acl-reload-interval" default:"1s" doc:"how often the --acl file is checked for changes (0: only on SIGHUP)"`
+	AuthzBatch        bool          `flag:"authz-batch" default:"false" doc:"send concurrent calls to the --authz-url service in batches (POST /authorize/batch); the embedded service always gets batches"`
 
 	// Decisions.
 	DecisionTimeout  time.Duration `flag:"decision-timeout" default:"10s" doc:"time from accept to the deadline, after which the decision is unknown"`

@@ -196,7 +196,10 @@ func (n *Node) start() error {
 	go func() { n.serveErr <- n.admin.Serve(n.adminLn) }()
 	n.log.Info("admin listener", "addr", n.adminLn.Addr().String())
 
-	client, err := authz.NewClient(authz.ClientConfig{URL: cfg.AuthzURL, MaxConns: max(cfg.AuthzConcurrency, 64)})
+	// The embedded service has the batch endpoint; an external one gets
+	// batches only when the operator says it has it.
+	batch := cfg.AuthzBatch || n.authzSrv != nil
+	client, err := authz.NewClient(authz.ClientConfig{URL: cfg.AuthzURL, MaxConns: max(cfg.AuthzConcurrency, 64), Batch: batch})
 	if err != nil {
 		return err
 	}

@@ -16,7 +16,7 @@ import (
 // give them. A flag added without a line here fails the test.
 var serveDefaults = map[string]string{
 	"listen": ":8080", "admin-listen": "127.0.0.1:8082", "data-dir": "./data",
-	"authz-url": `""`, "authz-listen": "127.0.0.1:8081", "acl": `""`, "acl-reload-interval": "1s",
+	"authz-url": `""`, "authz-listen": "127.0.0.1:8081", "acl": `""`, "acl-reload-interval": "1s", "authz-batch": "false",
 	"decision-timeout": "10s", "authz-concurrency": "64",
 	"callback-secret": `""`, "callback-backoff": "0s", "callback-schedule": "0s,5s,5m,30m,2h,5h,10h,14h,20h,24h",
 	"callback-max-attempts": "0", "callback-timeout": "10s", "callback-max-age": "72h0m0s",

@@ -35,6 +35,17 @@ type ClientConfig struct {
 	// service never has more calls at once than the caller's bound.
 	// Default: 5s.
 	Grace time.Duration
+
+	// Batch makes concurrent calls share round trips: while calls are in
+	// flight, the ones that arrive wait and go together in one POST
+	// URL+"/authorize/batch" (see batch.go). A lone call still goes to
+	// URL+"/authorize". Only for a service that has the batch endpoint
+	// (the embedded one, `chargeauth authz`).
+	Batch bool
+	// MaxBatch caps the calls in one batch. Default: 128.
+	MaxBatch int
+	// BatchConns caps the batches in flight at once. Default: 1.
+	BatchConns int
 }
 
 func (c *ClientConfig) setDefaults() {
@@ -43,6 +54,12 @@ func (c *ClientConfig) setDefaults() {
 	}
 	if c.Grace == 0 {
 		c.Grace = 5 * time.Second
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = 128
+	}
+	if c.BatchConns == 0 {
+		c.BatchConns = 1
 	}
 }
 
@@ -53,6 +70,12 @@ func (c *ClientConfig) Validate() error {
 	}
 	if c.Grace < 0 {
 		return fmt.Errorf("authz: Grace %v: must not be negative", c.Grace)
+	}
+	if c.MaxBatch < 0 || c.MaxBatch > maxBatchItems {
+		return fmt.Errorf("authz: MaxBatch %d: must be 1 to %d", c.MaxBatch, maxBatchItems)
+	}
+	if c.BatchConns < 0 {
+		return fmt.Errorf("authz: BatchConns %d: must not be negative", c.BatchConns)
 	}
 	_, _, err := parseBaseURL(c.URL)
 	return err
@@ -70,9 +93,12 @@ const (
 // Client calls the authorization service. It is safe for concurrent use and
 // keeps connections alive between calls.
 type Client struct {
-	endpoint string // base URL + "/authorize"
-	grace    time.Duration
-	hc       *fasthttp.HostClient
+	endpoint      string // base URL + "/authorize"
+	batchEndpoint string // base URL + "/authorize/batch"
+	grace         time.Duration
+	hc            *fasthttp.HostClient
+
+	batch *batcher // nil: one call per request
 }
 
 // NewClient returns a Client for the service at cfg.URL.
@@ -82,9 +108,10 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	u, addr, _ := parseBaseURL(cfg.URL)
-	return &Client{
-		endpoint: strings.TrimSuffix(u.String(), "/") + "/authorize",
-		grace:    cfg.Grace,
+	c := &Client{
+		endpoint:      strings.TrimSuffix(u.String(), "/") + "/authorize",
+		batchEndpoint: strings.TrimSuffix(u.String(), "/") + "/authorize/batch",
+		grace:         cfg.Grace,
 		hc: &fasthttp.HostClient{
 			Addr:                addr,
 			IsTLS:               u.Scheme == "https",
@@ -101,7 +128,11 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 				return false, false
 			},
 		},
-	}, nil
+	}
+	if cfg.Batch {
+		c.batch = &batcher{maxItems: cfg.MaxBatch, maxInflight: cfg.BatchConns}
+	}
+	return c, nil
 }
 
 // parseBaseURL checks raw and returns it parsed, with the host:port to dial.
@@ -141,8 +172,17 @@ type authorizeResponse struct {
 
 // Authorize asks the service about one request and waits for its answer
 // until deadline. Any err wraps ErrNoAnswer; an "unknown" status is an
-// answer, not an error.
+// answer, not an error. With ClientConfig.Batch, the call may share a
+// round trip with concurrent ones (batch.go).
 func (c *Client) Authorize(deadline time.Time, stationID, driverToken string) (session.Status, string, error) {
+	if c.batch != nil {
+		return c.authorizeBatched(deadline, stationID, driverToken)
+	}
+	return c.authorizeOne(deadline, stationID, driverToken)
+}
+
+// authorizeOne makes one call to POST /authorize.
+func (c *Client) authorizeOne(deadline time.Time, stationID, driverToken string) (session.Status, string, error) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
@@ -154,29 +194,11 @@ func (c *Client) Authorize(deadline time.Time, stationID, driverToken string) (s
 	var buf [256]byte
 	req.SetBody(appendRequestBody(buf[:0], stationID, driverToken))
 
-	// The call runs until the deadline plus the grace (see Grace). POST
-	// /authorize only reads, so a call that failed before any answer (a
-	// kept-alive connection the service closed meanwhile) is sent once
-	// more, but only while the deadline has not passed: the service never
-	// gets a call for a request already too late.
-	if !time.Now().Before(deadline) {
-		return "", "", fmt.Errorf("%w from %s: %w (deadline passed before the call)", ErrNoAnswer, c.endpoint, fasthttp.ErrTimeout)
+	if err := c.roundTrip(req, resp, deadline, c.endpoint); err != nil {
+		return "", "", err
 	}
-	for attempt := 1; ; attempt++ {
-		err := c.hc.DoDeadline(req, resp, deadline.Add(c.grace))
-		if err == nil {
-			if time.Now().After(deadline) {
-				return "", "", fmt.Errorf("%w from %s: answered after the deadline: %w", ErrNoAnswer, c.endpoint, fasthttp.ErrTimeout)
-			}
-			break
-		}
-		if attempt >= 2 || errors.Is(err, fasthttp.ErrTimeout) || !time.Now().Before(deadline) {
-			return "", "", fmt.Errorf("%w from %s: %w", ErrNoAnswer, c.endpoint, err)
-		}
-		resp.Reset()
-	}
-	if code := resp.StatusCode(); code != fasthttp.StatusOK {
-		return "", "", fmt.Errorf("%w from %s: HTTP status %d", ErrNoAnswer, c.endpoint, code)
+	if time.Now().After(deadline) {
+		return "", "", fmt.Errorf("%w from %s: answered after the deadline: %w", ErrNoAnswer, c.endpoint, fasthttp.ErrTimeout)
 	}
 	var out authorizeResponse
 	if err := json.Unmarshal(resp.Body(), &out); err != nil {
@@ -187,6 +209,33 @@ func (c *Client) Authorize(deadline time.Time, stationID, driverToken string) (s
 		return "", "", fmt.Errorf("%w from %s: bad status %q", ErrNoAnswer, c.endpoint, out.Status)
 	}
 	return status, out.Reason, nil
+}
+
+// roundTrip sends req to endpoint and reads resp, a 200. The call runs
+// until the deadline plus the grace (see Grace). Both endpoints only read,
+// so a call that failed before any answer (a kept-alive connection the
+// service closed meanwhile) is sent once more, but only while the deadline
+// has not passed: the service never gets a call for a request already too
+// late. An answer after the deadline is the caller's to refuse. Its errors
+// wrap ErrNoAnswer.
+func (c *Client) roundTrip(req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, endpoint string) error {
+	if !time.Now().Before(deadline) {
+		return fmt.Errorf("%w from %s: %w (deadline passed before the call)", ErrNoAnswer, endpoint, fasthttp.ErrTimeout)
+	}
+	for attempt := 1; ; attempt++ {
+		err := c.hc.DoDeadline(req, resp, deadline.Add(c.grace))
+		if err == nil {
+			break
+		}
+		if attempt >= 2 || errors.Is(err, fasthttp.ErrTimeout) || !time.Now().Before(deadline) {
+			return fmt.Errorf("%w from %s: %w", ErrNoAnswer, endpoint, err)
+		}
+		resp.Reset()
+	}
+	if code := resp.StatusCode(); code != fasthttp.StatusOK {
+		return fmt.Errorf("%w from %s: HTTP status %d", ErrNoAnswer, endpoint, code)
+	}
+	return nil
 }
 
 // appendRequestBody appends {"station_id":...,"driver_token":...} to b.

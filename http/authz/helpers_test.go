@@ -24,7 +24,7 @@ const (
 var testNow = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 
 // listen opens a loopback listener on a free port.
-func listen(t *testing.T) net.Listener {
+func listen(t testing.TB) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

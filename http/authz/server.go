@@ -44,9 +44,10 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Server limits. The request body is two short strings.
+// Server limits. The request body is two short strings, or a batch of
+// them (maxBatchItems).
 const (
-	maxRequestBodySize = 16 << 10
+	maxRequestBodySize = 1 << 20
 	readTimeout        = 5 * time.Second
 	writeTimeout       = 5 * time.Second
 	idleTimeout        = 60 * time.Second
@@ -158,6 +159,12 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		s.authorize(ctx)
+	case "/authorize/batch":
+		if !ctx.IsPost() {
+			writeError(ctx, fasthttp.StatusMethodNotAllowed, "POST", "method not allowed")
+			return
+		}
+		s.authorizeBatch(ctx)
 	case "/acl":
 		if !ctx.IsGet() && !ctx.IsHead() {
 			writeError(ctx, fasthttp.StatusMethodNotAllowed, "GET, HEAD", "method not allowed")
