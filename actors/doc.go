@@ -10,6 +10,10 @@
 // and concurrent accepts share one fsync (a group commit); only then does the supervisor
 // hear of it. The supervisor keeps at most MaxInflight request actors alive;
 // the rest wait in the store and are admitted oldest first as slots free.
+// While the front is hot (a burst), the yield controller (yield.go) paces
+// the supervisor's admissions, so that the front keeps the CPU and the
+// burst waits on disk; it finds a hot front by probing: the front takes
+// more while the pipeline is paced.
 //
 // The pool bounds the calls to the authorization service to
 // AuthzConcurrency: each worker holds one call at a time, and a free worker

@@ -110,6 +110,11 @@ type Config struct {
 	Node uint16
 
 	now func() time.Time // test-only clock
+	// yieldTicks, if set, drives the yield controller instead of a ticker
+	// of yieldTick; yieldStepped, if set, gets each limit it sets
+	// (test-only).
+	yieldTicks   <-chan time.Time
+	yieldStepped chan bool
 }
 
 // Observer receives measurements as they happen. Its funcs must be fast and
@@ -237,6 +242,15 @@ type Engine struct {
 
 	callbacksBusy atomic.Int64 // callback attempts in flight
 
+	// The yield controller (yield.go) reads the accepts and paces the
+	// supervisor's admissions while the front is hot.
+	acceptedTotal atomic.Int64 // new requests accepted
+	decidedTotal  atomic.Int64 // request actors done deciding (tests)
+	paced         atomic.Bool
+	admissions    atomic.Int64 // left in this tick, while paced
+	yieldStop     chan struct{}
+	yieldDone     chan struct{}
+
 	// calls feeds the authz pool's worker goroutines; closed by Stop once
 	// the pool, its only writer, has stopped.
 	calls chan waitingCall
@@ -298,6 +312,17 @@ func Start(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("actors: spawn supervisor: %w", err)
 	}
 	e.watchDeadLetters()
+	e.yieldStop, e.yieldDone = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(e.yieldDone)
+		ticks := cfg.yieldTicks
+		if ticks == nil {
+			t := time.NewTicker(yieldTick)
+			defer t.Stop()
+			ticks = t.C
+		}
+		e.runYield(ticks, e.yieldStop)
+	}()
 
 	// Undelivered callbacks first: they are already decided.
 	scheduled, err := e.rescanCallbacks()
@@ -389,6 +414,7 @@ func (e *Engine) accept(req session.Request, write func(*session.Record) (bool, 
 		return rec, err // an earlier request write put in rec
 	}
 	if isNew {
+		e.acceptedTotal.Add(1)
 		e.system.Root.Send(e.supervisor, &Accepted{Record: rec})
 	}
 	return rec, nil
@@ -430,6 +456,16 @@ func (e *Engine) Stop(grace time.Duration) {
 		return
 	}
 	deadline := time.Now().Add(grace)
+	// The pipeline has the CPU to itself now: the yield controller stops
+	// (first, so that it sends the supervisor nothing after it stopped),
+	// and the pipeline runs at full speed through the grace.
+	if e.yieldStop != nil {
+		close(e.yieldStop)
+		<-e.yieldDone
+		if e.paced.Swap(false) {
+			e.system.Root.Send(e.supervisor, &paceTick{})
+		}
+	}
 	// Accepts in progress finish (their 202 or 503 is owed), but within the
 	// grace: a write stalled in Pebble must not hold SIGTERM forever.
 	acceptsDone := make(chan struct{})

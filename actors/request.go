@@ -48,6 +48,7 @@ func (r *requestActor) Receive(ctx actor.Context) {
 			cur, err := r.e.cfg.Store.Get(r.rec.ID)
 			if err != nil || cur.State != session.StatePending {
 				r.done = true
+				r.e.decidedTotal.Add(1)
 				ctx.Stop(ctx.Self())
 				return
 			}
@@ -120,6 +121,7 @@ func (r *requestActor) decide(ctx actor.Context, status session.Status, reason s
 		return
 	}
 	r.done = true
+	r.e.decidedTotal.Add(1)
 	r.stopTimers()
 	defer ctx.Stop(ctx.Self())
 

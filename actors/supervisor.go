@@ -65,6 +65,12 @@ func (s *supervisor) Receive(ctx actor.Context) {
 		}
 	case *Accepted:
 		s.admit(ctx, msg.Record)
+	case *paceTick:
+		if s.backlog {
+			if err := s.refill(ctx); err != nil {
+				s.log.Error("backlog scan failed", "err", err)
+			}
+		}
 	case *actor.Terminated:
 		delete(s.live, msg.Who.Id[len(ctx.Self().Id)+1:])
 		s.e.live.Store(int64(len(s.live)))
@@ -86,7 +92,7 @@ func (s *supervisor) admit(ctx actor.Context, rec session.Record) {
 	if _, ok := s.live[id]; ok {
 		return // a backlog scan already admitted it
 	}
-	if !s.backlog && len(s.live) < s.e.cfg.MaxInflight && !s.e.stopping() && s.spawn(ctx, rec, id <= s.scanMax) {
+	if !s.backlog && len(s.live) < s.e.cfg.MaxInflight && !s.e.stopping() && s.e.admit() && s.spawn(ctx, rec, id <= s.scanMax) {
 		return
 	}
 	// id <= scanAfter is before(id) < scanAfter (ids have one length),
@@ -106,7 +112,8 @@ func (s *supervisor) refill(ctx actor.Context) error {
 	if s.e.stopping() {
 		return nil
 	}
-	free := s.e.cfg.MaxInflight - len(s.live)
+	// Paced (yield.go), it admits what the tick allows.
+	free := s.e.admissible(s.e.cfg.MaxInflight - len(s.live))
 	for free > 0 {
 		limit := free + 1
 		seen, more := 0, false
@@ -129,6 +136,7 @@ func (s *supervisor) refill(ctx actor.Context) error {
 			s.scanAfter = rec.ID
 			s.scanMax = max(s.scanMax, rec.ID)
 			free--
+			s.e.admit()
 			return true
 		})
 		if err != nil {

@@ -135,6 +135,7 @@ func TestAdminEndpoints(t *testing.T) {
 		`chargeauth_records{state="delivered"} 1`,
 		`chargeauth_live_requests 0`,
 		`chargeauth_backlog 0`,
+		`chargeauth_pipeline_paced 0`,
 		`chargeauth_pebble_wal_fsync_seconds_count`,
 		`chargeauth_pebble_disk_usage_bytes`,
 		`chargeauth_pebble_compaction_debt_bytes`,

@@ -89,6 +89,12 @@ func newMetrics(engine func() *actors.Engine, store *persistence.Store) *metrics
 		gauge("chargeauth_live_requests", "Live request actors.", (*actors.Engine).LiveRequests),
 		gauge("chargeauth_backlog", "Accepted requests waiting in the store for a request actor.", (*actors.Engine).Backlog),
 		gauge("chargeauth_authz_calls_in_flight", "Calls to the authorization service in flight.", (*actors.Engine).AuthzCallsInFlight),
+		gauge("chargeauth_pipeline_paced", "1 while the pipeline yields to a hot front (admissions paced), 0 at full speed.", func(e *actors.Engine) int64 {
+			if e.Paced() {
+				return 1
+			}
+			return 0
+		}),
 		gauge("chargeauth_callbacks_pending", "Callbacks held in memory: queued, waiting to retry or in flight (the rest wait in the store).", (*actors.Engine).CallbacksPending),
 		&storeCollector{store: store},
 	)

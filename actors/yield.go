@@ -1,0 +1,177 @@
+package actors
+
+import "time"
+
+// The pipeline yields to the front while the front is hot.
+//
+// In a burst the front (Accept) and the pipeline behind it (request actors,
+// authorization calls, decisions, callbacks) share the CPU. A request costs
+// the pipeline several times what its accept costs the front, so a pipeline
+// running at full speed holds the front to the pipeline's pace, and the
+// backlog on disk, which exists for the burst, is hardly used.
+//
+// Neither the accept rate nor the backlog tells a hot front from a steady
+// one: with the pipeline at full speed, both settle where the pipeline
+// keeps up. What tells them apart is what the front does when the pipeline
+// makes room. So the yield controller probes: every yieldProbeEvery windows
+// of yieldWindow ticks in which the front took at least yieldMinAccepts, it
+// paces the pipeline for one window and compares the accepts with the
+// window before:
+//
+//   - at least yieldGain more (the front was waiting for the CPU): the
+//     front is hot, and the pipeline stays paced;
+//   - otherwise (an open loop the pipeline keeps up with takes the same
+//     with or without it): back to full speed.
+//
+// While hot, every yieldProbeEvery windows it lets the pipeline run at full
+// speed for one window: if the front then takes at most 1/yieldGain of the
+// paced window's, it is still hot (paced again); otherwise, or once a
+// window takes fewer than yieldMinAccepts (the burst is over), full speed.
+//
+// Paced, the supervisor admits at most yieldPacedPerTick requests a tick
+// (released, yieldReleasePerTick)
+// into the pipeline (request actors), read back from the store in one scan
+// a tick; the rest wait on disk, in the order they came. The pace is the
+// floor: the pipeline never stops, and every request is decided (those
+// whose deadline passed while they waited, unknown, at once).
+const (
+	yieldTick         = 20 * time.Millisecond
+	yieldWindow       = 10 // ticks
+	yieldProbeEvery   = 5  // windows
+	yieldMinAccepts   = 100
+	yieldGainNum      = 5 // yieldGain = 5/4
+	yieldGainDen      = 4
+	yieldPacedPerTick = 20 // 1000 requests a second
+	// Released (to see whether the front slows down), the pipeline admits
+	// up to 8000 a second, more than it decides at full speed here, but
+	// not the whole backlog at once: MaxInflight request actors spawned in
+	// one tick would run on, unpaced, through the next paced windows.
+	yieldReleasePerTick = 160
+)
+
+type yieldState int
+
+const (
+	yieldSteady    yieldState = iota // full speed
+	yieldProbing                     // paced, to see whether the front speeds up
+	yieldHot                         // paced: the front is hot
+	yieldReleasing                   // full speed, to see whether the front slows down
+)
+
+func (s yieldState) paced() bool { return s == yieldProbing || s == yieldHot }
+
+// admissions is how many requests the supervisor may admit a tick in
+// state s; 0: as many as MaxInflight allows.
+func (s yieldState) admissions() int64 {
+	switch s {
+	case yieldProbing, yieldHot:
+		return yieldPacedPerTick
+	case yieldReleasing:
+		return yieldReleasePerTick
+	}
+	return 0
+}
+
+// yielder is the controller's state. Only the controller's goroutine
+// touches it.
+type yielder struct {
+	state    yieldState
+	ticks    int   // ticks into the current window
+	windows  int   // windows since the last probe
+	start    int64 // accepted total at the window's start
+	previous int64 // accepts in the window before
+}
+
+// step counts one tick, given the total of requests accepted so far, and
+// returns whether the pipeline is paced for the next tick (y.state tells
+// how fast).
+func (y *yielder) step(accepted int64) bool {
+	y.ticks++
+	if y.ticks < yieldWindow {
+		return y.state.paced()
+	}
+	n := accepted - y.start
+	y.ticks, y.start = 0, accepted
+	before := y.previous
+	y.previous = n
+	switch y.state {
+	case yieldSteady:
+		y.windows++
+		if n >= yieldMinAccepts && y.windows >= yieldProbeEvery {
+			y.state, y.windows = yieldProbing, 0
+		}
+	case yieldProbing:
+		if n >= yieldMinAccepts && n*yieldGainDen >= before*yieldGainNum {
+			y.state = yieldHot
+		} else {
+			y.state = yieldSteady
+		}
+	case yieldHot:
+		y.windows++
+		switch {
+		case n < yieldMinAccepts:
+			y.state, y.windows = yieldSteady, 0
+		case y.windows >= yieldProbeEvery:
+			y.state, y.windows = yieldReleasing, 0
+		}
+	case yieldReleasing:
+		if n >= yieldMinAccepts && n*yieldGainNum <= before*yieldGainDen {
+			y.state = yieldHot
+		} else {
+			y.state = yieldSteady
+		}
+	}
+	return y.state.paced()
+}
+
+// runYield steps the controller on every tick of ticks until stop closes.
+// Paced or released, it gives the supervisor the state's admissions for
+// the tick and tells it to admit from the store.
+func (e *Engine) runYield(ticks <-chan time.Time, stop <-chan struct{}) {
+	var y yielder
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ticks:
+		}
+		y.step(e.acceptedTotal.Load())
+		n := y.state.admissions()
+		if n > 0 {
+			e.admissions.Store(n)
+		}
+		was := e.paced.Swap(n > 0)
+		if n > 0 || was {
+			e.system.Root.Send(e.supervisor, &paceTick{})
+		}
+		if e.cfg.yieldStepped != nil {
+			e.cfg.yieldStepped <- y.state.paced()
+		}
+	}
+}
+
+// paceTick tells the supervisor to admit what the pace allows from the
+// store. The controller stops first in Stop: none arrives after the
+// supervisor stopped.
+type paceTick struct{}
+
+// admit takes one admission: always while the pipeline runs at full speed,
+// one of the tick's while it is paced.
+func (e *Engine) admit() bool {
+	if !e.paced.Load() {
+		return true
+	}
+	return e.admissions.Add(-1) >= 0
+}
+
+// admissible is how many requests the supervisor may admit now, at most n.
+func (e *Engine) admissible(n int) int {
+	if !e.paced.Load() {
+		return n
+	}
+	return int(min(int64(n), max(0, e.admissions.Load())))
+}
+
+// Paced says whether the supervisor's admissions are paced now: the front
+// is hot (or being probed).
+func (e *Engine) Paced() bool { return e.paced.Load() }
