@@ -290,6 +290,7 @@ func Start(cfg Config) (*Engine, error) {
 		MaxRequests: 1,
 		Timeout:     cfg.AuthzBreakerCooldown,
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= uint32(cfg.AuthzBreakerFailures) },
+		IsExcluded:  excludedFromBreaker,
 		OnStateChange: func(_ string, from, to gobreaker.State) {
 			e.log.Warn("authorization service circuit breaker", "from", from.String(), "to", to.String())
 		},

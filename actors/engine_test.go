@@ -679,6 +679,49 @@ func TestBreakerBacksOffWhileDownAndRecovers(t *testing.T) {
 	t.Logf("%d calls while down; all decided %v after the service came back", callsWhileDown, time.Since(up))
 }
 
+// Calls that begin close to their request's deadline (a backlog draining
+// from disk after a burst) and run it out do not open the breaker: the
+// fresh request behind them gets its call.
+func TestShortCallsDoNotOpenTheBreaker(t *testing.T) {
+	st := openStore(t, vfs.NewMem())
+	deadline := time.Now().UTC().Add(150 * time.Millisecond)
+	var old []string
+	for i := range 8 {
+		rec := session.Record{ID: storedID(i), Request: session.Request{StationID: "123e4567-e89b-12d3-a456-426614174000",
+			DriverToken: fmt.Sprintf("shortBudget%013d", i), CallbackURL: "http://x/"},
+			AcceptedAt: deadline.Add(-4 * time.Second), DecideBy: deadline, State: session.StatePending}
+		if err := st.Accept(&rec); err != nil {
+			t.Fatal(err)
+		}
+		old = append(old, rec.ID)
+	}
+	var refused atomic.Int64
+	observe := Observer{AuthzCall: func(result string, _ time.Duration) {
+		if result == "breaker_open" {
+			refused.Add(1)
+		}
+	}}
+	// Every call takes 400 ms: the stored requests, 150 ms from their
+	// deadline, all time out; a fresh one (4 s) is answered.
+	authz := &fakeAuthz{delay: 400 * time.Millisecond, answers: map[string]session.Status{"freshAfterBacklog0000001": session.StatusAllowed}}
+	h := startOn(t, Config{Store: st, DecisionTimeout: 4 * time.Second, AuthzBreakerFailures: 5, Observe: observe}, authz, &fakeReceiver{})
+	for _, id := range old {
+		if got := h.waitState(id, session.StateDelivered); got.Status != session.StatusUnknown {
+			t.Errorf("%s decided %s, want unknown", id, got.Status)
+		}
+	}
+	fresh := h.mustAccept("freshAfterBacklog0000001")
+	if got := h.waitState(fresh.ID, session.StateDelivered); got.Status != session.StatusAllowed || got.DecidedBy != session.ByAuthz {
+		t.Errorf("fresh request decided %s by %s, want allowed by the service", got.Status, got.DecidedBy)
+	}
+	if n := refused.Load(); n != 0 {
+		t.Errorf("the breaker refused %d calls: eight short calls timing out opened it", n)
+	}
+	if state := h.engine.BreakerState(); state != 0 {
+		t.Errorf("breaker state %d, want closed", state)
+	}
+}
+
 // One very slow call does not hold up the calls queued behind it while
 // other workers are free.
 func TestNoHeadOfLineBlocking(t *testing.T) {

@@ -95,6 +95,26 @@ func (p *authzPool) dispatch(ctx actor.Context) {
 	}
 }
 
+// shortCallError is a call that ran out its request's deadline after it
+// began with less than half the decision timeout left: a request that
+// waited in a backlog (a burst draining from disk) gives its call only
+// what is left of its time, and a healthy service that answers in
+// 100 ms still misses a deadline 10 ms away. The breaker counts it
+// neither way (excludedFromBreaker): five such calls in a row while a
+// backlog drains would otherwise open it and hold back the fresh
+// requests behind them, which have their whole time. A call that began
+// with more than half the time and still timed out counts as a failure.
+type shortCallError struct{ err error }
+
+func (e shortCallError) Error() string { return e.err.Error() }
+func (e shortCallError) Unwrap() error { return e.err }
+
+// excludedFromBreaker says whether err leaves the breaker's counts alone.
+func excludedFromBreaker(err error) bool {
+	var short shortCallError
+	return errors.As(err, &short)
+}
+
 type authzResult struct {
 	status session.Status
 	reason string
@@ -126,10 +146,14 @@ func (w *authzWorker) call(msg *Authorize) (answer *AuthzAnswered) {
 	// The breaker fails calls at once while the service keeps failing, so
 	// that waiting requests back off instead of hammering it.
 	start := time.Now()
+	short := msg.Deadline.Sub(w.e.cfg.now()) < w.e.cfg.DecisionTimeout/2
 	res, err := w.e.breaker.Execute(func() (authzResult, error) {
 		w.e.authzCalls.Add(1)
 		defer w.e.authzCalls.Add(-1)
 		status, reason, err := w.e.cfg.Authorize(msg.Deadline, msg.StationID, msg.DriverToken)
+		if err != nil && short && !w.e.cfg.now().Before(msg.Deadline) {
+			err = shortCallError{err}
+		}
 		return authzResult{status, reason}, err
 	})
 	if obs := w.e.cfg.Observe.AuthzCall; obs != nil {
