@@ -499,6 +499,15 @@ func (s *MeritSummary) WriteTable(w io.Writer) error {
 			}
 			return float64(p.Callbacks.Lost)
 		}, "%.0f", false)
+		// unknown: decided by the deadline (--decision-timeout, from the
+		// accept), not by the authorization service: a burst absorbed
+		// faster than the pipeline decides waits on disk past it.
+		row("decided unknown", func(p *MeritPhase) float64 {
+			if p.Callbacks == nil {
+				return 0
+			}
+			return float64(p.Callbacks.Statuses["unknown"])
+		}, "%.0f", false)
 		row("drain after load s", func(p *MeritPhase) float64 {
 			if p.Callbacks == nil {
 				return 0
