@@ -115,6 +115,9 @@ type Config struct {
 	// (test-only).
 	yieldTicks   <-chan time.Time
 	yieldStepped chan bool
+	// yieldAccepting, if set, replaces the count of accepts in flight the
+	// controller reads (test-only: a test's accepts run one by one).
+	yieldAccepting func() int64
 }
 
 // Observer receives measurements as they happen. Its funcs must be fast and
@@ -245,6 +248,7 @@ type Engine struct {
 	// The yield controller (yield.go) reads the accepts and paces the
 	// supervisor's admissions while the front is hot.
 	acceptedTotal atomic.Int64 // new requests accepted
+	accepting     atomic.Int64 // accepts in flight (the yield controller's gauge of a busy front)
 	decidedTotal  atomic.Int64 // request actors done deciding (tests)
 	paced         atomic.Bool
 	admissions    atomic.Int64 // left in this tick, while paced
@@ -391,6 +395,8 @@ func (e *Engine) accept(req session.Request, write func(*session.Record) (bool, 
 	e.accepts.Add(1)
 	e.mu.RUnlock()
 	defer e.accepts.Done()
+	e.accepting.Add(1)
+	defer e.accepting.Add(-1)
 
 	if max := e.cfg.MaxBacklog; max > 0 && e.Backlog() >= int64(max) {
 		return session.Record{}, ErrBacklogFull

@@ -14,10 +14,12 @@ import (
 // The controller's states, window by window: it probes a busy front every
 // yieldProbeEvery windows, stays paced while the front takes more paced
 // than at full speed, and goes back to full speed when a release does not
-// slow the front down or the front is idle.
+// slow the front down or the front is idle. A front with few accepts in
+// flight (a steady load the machine keeps up with) is never probed.
 func TestYielderProbes(t *testing.T) {
 	var y yielder
 	var accepted int64
+	accepting := int64(yieldMinAccepting) // accepts in flight at every tick
 	// window runs one window of ticks with n accepts and returns whether
 	// the pipeline is paced after it (and checks that it did not change
 	// before the window's last tick).
@@ -26,11 +28,11 @@ func TestYielderProbes(t *testing.T) {
 		was := y.state.paced()
 		accepted += n
 		for i := range yieldWindow - 1 {
-			if got := y.step(accepted); got != was {
+			if got := y.step(accepted, accepting); got != was {
 				t.Fatalf("tick %d of the window: paced %v, want %v until the window ends", i, got, was)
 			}
 		}
-		return y.step(accepted)
+		return y.step(accepted, accepting)
 	}
 	states := func(ns ...int64) string {
 		var got []bool
@@ -70,6 +72,26 @@ func TestYielderProbes(t *testing.T) {
 	if got := states(300, 300, 300, 300, 300, 750, 10); got != "[false false false false true true false]" {
 		t.Fatalf("burst over: %s", got)
 	}
+	// The same steady front with fewer accepts in flight (each answered
+	// at once): never probed.
+	y, accepting = yielder{}, yieldMinAccepting-1
+	if got := states(300, 300, 300, 300, 300, 300, 300, 300, 300, 300, 300); got != "[false false false false false false false false false false false]" {
+		t.Fatalf("steady front, few accepts in flight: %s", got)
+	}
+	// Busy in one tick of the window only, not on average: not probed.
+	y = yielder{}
+	for range yieldProbeEvery + 1 {
+		for i := range yieldWindow {
+			accepting = 0
+			if i == 0 {
+				accepting = yieldMinAccepting * (yieldWindow - 1)
+			}
+			accepted += 300
+			if y.step(accepted, accepting) {
+				t.Fatal("probed a front busy in one tick of each window")
+			}
+		}
+	}
 }
 
 // While the front is hot, the supervisor admits yieldPacedPerTick requests
@@ -84,7 +106,10 @@ func TestPipelineYieldsToAHotFront(t *testing.T) {
 	recv := &fakeReceiver{}
 	st := openStore(t, vfs.NewMem())
 	e, err := Start(Config{Store: st, Authorize: authz.authorize, Deliver: recv.deliver, Logger: testLogger(t),
-		DecisionTimeout: time.Hour, yieldTicks: ticks, yieldStepped: stepped})
+		DecisionTimeout: time.Hour, yieldTicks: ticks, yieldStepped: stepped,
+		// The test's accepts run one at a time; the controller sees a
+		// front with many waiting, as in a burst.
+		yieldAccepting: func() int64 { return yieldMinAccepting }})
 	if err != nil {
 		t.Fatal(err)
 	}
