@@ -41,6 +41,12 @@ func authzCmd(args []string, stderr io.Writer) error {
 			return usageError("--acl: %v", err)
 		}
 	}
+	// The handlers are in place before the port opens: a SIGTERM as soon
+	// as it accepts (a supervisor that saw it ready) stops the service,
+	// exit 0; a SIGHUP does nothing until reloadACL catches it.
+	signal.Ignore(syscall.SIGHUP)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return usageError("--listen: %v", err)
@@ -48,14 +54,9 @@ func authzCmd(args []string, stderr io.Writer) error {
 	srv := authz.NewServer(authz.Config{ACL: a, Logger: log})
 	if *aclPath != "" {
 		defer reloadACL(srv, *aclPath, *reloadEvery)()
-	} else {
-		signal.Ignore(syscall.SIGHUP) // nothing to reload; do not die of it
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	select {
 	case <-ctx.Done():
 	case err := <-errc:

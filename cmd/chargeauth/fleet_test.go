@@ -26,18 +26,6 @@ import (
 	"github.com/chargeauth/chargeauth/actors"
 )
 
-// freeAddr reserves a loopback port and releases it, for addresses that
-// must be known before the processes start (--peers, HAProxy's servers).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 type fleetNode struct {
 	id, public, admin, dir string
 	args                   []string

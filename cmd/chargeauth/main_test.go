@@ -354,3 +354,15 @@ func mustRefuse(t *testing.T, env map[string]string, args []string, want ...stri
 		t.Errorf("a rejected configuration created files in the data dir")
 	}
 }
+
+// freeAddr reserves a loopback port and releases it, for addresses that
+// must be known before the processes start (--peers, HAProxy's servers).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}

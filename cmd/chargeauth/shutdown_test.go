@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -102,6 +104,39 @@ func TestGracefulShutdown(t *testing.T) {
 			for _, id := range ids {
 				if st := sink.statuses(id); len(st) > 0 && st[0] != "not_allowed" {
 					t.Errorf("%s: %v", id, st)
+				}
+			}
+		})
+	}
+}
+
+// The sink and the authorization service catch SIGTERM before their port
+// opens: a supervisor that sends SIGTERM as soon as the port accepts (as a
+// test or an orchestrator that probes it does) gets exit 0, not death by
+// the signal. Each is stopped that way several times, as early as the
+// port answers.
+func TestSIGTERMAsSoonAsListeningExits0(t *testing.T) {
+	for _, cmd := range []string{"sink", "authz"} {
+		t.Run(cmd, func(t *testing.T) {
+			for i := range 10 {
+				addr := freeAddr(t)
+				c := exec.Command(binary(t), cmd, "--listen", addr)
+				if err := c.Start(); err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, 30*time.Second, cmd+" to accept on "+addr, func() bool {
+					conn, err := net.Dial("tcp", addr)
+					if err != nil {
+						return false
+					}
+					_ = conn.Close()
+					return true
+				})
+				if err := c.Process.Signal(syscall.SIGTERM); err != nil {
+					t.Fatal(err)
+				}
+				if err := c.Wait(); err != nil {
+					t.Fatalf("run %d: SIGTERM as soon as %s listens: %v, want exit 0", i, cmd, err)
 				}
 			}
 		})

@@ -46,6 +46,10 @@ func sink(args []string, stdout, stderr io.Writer) error {
 		wh, _ := standardwebhooks.NewWebhookRaw(key) // never fails
 		verifiers = append(verifiers, wh)
 	}
+	// The handler is in place before the port opens: a SIGTERM as soon as
+	// it accepts stops the sink, exit 0.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return usageError("--listen: %v", err)
@@ -75,8 +79,6 @@ func sink(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "sink listening on %s, answering %d, %s\n", ln.Addr(), *status, how)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	select {
 	case <-ctx.Done():
 		return srv.Shutdown()
