@@ -270,7 +270,9 @@ func (a *admin) redeliver(ctx *fasthttp.RequestCtx, id string) {
 	case errors.Is(err, persistence.ErrNotFound):
 		writeFailed(ctx, failNotFound, nil)
 	case errors.Is(err, persistence.ErrWrongState):
-		writeJSON(ctx, fasthttp.StatusConflict, map[string]string{"status": "failed", "error": "only a failed request can be redelivered; it is " + string(rec.State)})
+		msg := "only a failed request can be redelivered; it is " + string(rec.State)
+		writeJSON(ctx, fasthttp.StatusConflict, failedBody{Status: "failed", Error: msg,
+			Errors: []session.FieldError{{Field: "state", Message: msg}}})
 	case err != nil:
 		writeFailed(ctx, acceptFailure(err), nil)
 	default:

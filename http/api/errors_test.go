@@ -12,7 +12,8 @@ import (
 )
 
 // Every failure kind has an answer in the table: a status code, a message,
-// and for a 503 a Retry-After. A kind added without an entry fails here
+// for a 503 a Retry-After, and an "errors" list (DESIGN: every failed
+// answer has the 400's shape). A kind added without an entry fails here
 // (fasthttp would send a zero status as 200).
 func TestEveryFailureHasAnAnswer(t *testing.T) {
 	for kind := failure(0); kind < numFailures; kind++ {
@@ -39,6 +40,19 @@ func TestEveryFailureHasAnAnswer(t *testing.T) {
 			}
 			if ra := ctx.Response.Header.Peek("Retry-After"); f.code == fasthttp.StatusServiceUnavailable && len(ra) == 0 {
 				t.Errorf("503 without Retry-After")
+			}
+			if kind == failInvalid {
+				return // always written with its field errors
+			}
+			// Without field errors, the one entry names what to change.
+			ctx = fasthttp.RequestCtx{}
+			writeFailed(&ctx, kind, nil)
+			body = failedBody{}
+			if err := json.Unmarshal(ctx.Response.Body(), &body); err != nil {
+				t.Fatalf("body %q: %v", ctx.Response.Body(), err)
+			}
+			if len(body.Errors) != 1 || body.Errors[0].Field == "" || body.Errors[0].Message != body.Error {
+				t.Errorf("errors %+v, want one entry naming a field, with the error's message %q", body.Errors, body.Error)
 			}
 		})
 	}
