@@ -207,24 +207,36 @@ func (f *fleet) cpu() (nodes, hp, az time.Duration, err error) {
 	return nodes, hp, az, errors.Join(append(errs, err1, err2)...)
 }
 
+// walFsyncs is the WAL fsyncs a chargeauth process has made
+// (chargeauth_pebble_wal_fsync_seconds_count on its admin listener's
+// /metrics).
+func walFsyncs(client *fasthttp.Client, admin string) (float64, error) {
+	code, body, err := client.Get(nil, "http://"+admin+"/metrics")
+	if err != nil || code != fasthttp.StatusOK {
+		return 0, fmt.Errorf("%s/metrics: %d %v", admin, code, err)
+	}
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(line, "chargeauth_pebble_wal_fsync_seconds_count "); ok {
+			x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s/metrics: %q", admin, line)
+			}
+			return x, nil
+		}
+	}
+	return 0, fmt.Errorf("%s/metrics: no chargeauth_pebble_wal_fsync_seconds_count", admin)
+}
+
 // counters are the nodes' WAL fsyncs (from their /metrics) and context
 // switches (from /proc/<pid>/status), summed.
 func (f *fleet) counters() (syncs, switches float64, err error) {
 	client := &fasthttp.Client{}
 	for i, n := range f.nodes {
-		code, body, err := client.Get(nil, "http://"+f.admins[i]+"/metrics")
-		if err != nil || code != fasthttp.StatusOK {
-			return 0, 0, fmt.Errorf("%s/metrics: %d %v", f.admins[i], code, err)
+		x, err := walFsyncs(client, f.admins[i])
+		if err != nil {
+			return 0, 0, err
 		}
-		for line := range strings.Lines(string(body)) {
-			if v, ok := strings.CutPrefix(line, "chargeauth_pebble_wal_fsync_seconds_count "); ok {
-				x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-				if err != nil {
-					return 0, 0, fmt.Errorf("%s/metrics: %q", f.admins[i], line)
-				}
-				syncs += x
-			}
-		}
+		syncs += x
 		// Each thread's, from its own status: the process's holds its
 		// main thread's only.
 		tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", n.cmd.Process.Pid))

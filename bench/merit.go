@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -146,6 +147,8 @@ type MeritPhase struct {
 	// request, in microseconds.
 	CPUSeconds        float64 `json:"server_cpu_s"`
 	CPUPerCompletedUS float64 `json:"server_cpu_us_per_completed"`
+	// WALSyncs is chargeauth's WAL fsyncs over the phase (its /metrics).
+	WALSyncs float64 `json:"server_wal_fsyncs,omitempty"`
 	// PeakRSSBytes is the server process's VmHWM.
 	PeakRSSBytes uint64 `json:"server_peak_rss_bytes"`
 	// LoadAvg is the machine's 1-minute load average as the phase began.
@@ -225,6 +228,7 @@ func (cfg MeritConfig) Run() (*MeritSummary, error) {
 type server struct {
 	cmd   *exec.Cmd
 	addr  string
+	admin string // chargeauth's admin listener ("" for a ceiling)
 	stdin io.Closer
 	dir   string
 	done  chan error
@@ -298,7 +302,7 @@ func (cfg MeritConfig) startServer(kind string) (_ *server, err error) {
 	if srv, err = startProcess(bin, args, env, dir); err != nil {
 		return nil, err
 	}
-	srv.addr = ports[0]
+	srv.addr, srv.admin = ports[0], ports[1]
 	if err := srv.waitReady("http://"+ports[1]+"/readyz", ""); err != nil {
 		_ = srv.stop()
 		return nil, err
@@ -356,6 +360,13 @@ func (cfg MeritConfig) phase(kind, loadName string, load LoadConfig) (*MeritPhas
 	if err != nil {
 		return nil, err
 	}
+	var syncs0 float64
+	metrics := &fasthttp.Client{}
+	if srv.admin != "" {
+		if syncs0, err = walFsyncs(metrics, srv.admin); err != nil {
+			return nil, err
+		}
+	}
 	var res loadResult
 	if tr != nil {
 		tr.tl = newTimeline(time.Now())
@@ -375,6 +386,13 @@ func (cfg MeritConfig) phase(kind, loadName string, load LoadConfig) (*MeritPhas
 	cpu1, err := procCPU(pid)
 	if err != nil {
 		return nil, err
+	}
+	if srv.admin != "" {
+		syncs1, err := walFsyncs(metrics, srv.admin)
+		if err != nil {
+			return nil, err
+		}
+		p.WALSyncs = syncs1 - syncs0
 	}
 	p.CPUSeconds = (cpu1 - cpu0).Seconds()
 	p.CPUPerCompletedUS = p.CPUSeconds * 1e6 / float64(max(p.Completed, 1))
@@ -468,7 +486,7 @@ func (s *MeritSummary) WriteTable(w io.Writer) error {
 		row := func(name string, f func(*MeritPhase) float64, format string, withRatios bool) {
 			cells := []string{load + ": " + name}
 			for _, srv := range servers {
-				if p := s.Phase(srv, load); p != nil {
+				if p := s.Phase(srv, load); p != nil && !math.IsNaN(f(p)) {
 					cells = append(cells, fmt.Sprintf(format, f(p)))
 				} else {
 					cells = append(cells, "-")
@@ -492,6 +510,12 @@ func (s *MeritSummary) WriteTable(w io.Writer) error {
 		row("ack p99 ms", func(p *MeritPhase) float64 { return p.Ack.P99 }, "%.3f", true)
 		row("ack max ms", func(p *MeritPhase) float64 { return p.Ack.Max }, "%.3f", false)
 		row("CPU us/completed", func(p *MeritPhase) float64 { return p.CPUPerCompletedUS }, "%.1f", true)
+		row("WAL fsyncs/completed", func(p *MeritPhase) float64 {
+			if !strings.HasPrefix(p.Server, "chargeauth") {
+				return math.NaN() // not counted: a ceiling has no /metrics
+			}
+			return p.WALSyncs / float64(max(p.Completed, 1))
+		}, "%.3f", false)
 		row("peak RSS MiB", func(p *MeritPhase) float64 { return float64(p.PeakRSSBytes) / (1 << 20) }, "%.1f", false)
 		row("lost", func(p *MeritPhase) float64 {
 			if p.Callbacks == nil {
