@@ -509,6 +509,12 @@ func (s *MeritSummary) WriteTable(w io.Writer) error {
 		row("ack p50 ms", func(p *MeritPhase) float64 { return p.Ack.P50 }, "%.3f", true)
 		row("ack p99 ms", func(p *MeritPhase) float64 { return p.Ack.P99 }, "%.3f", true)
 		row("ack max ms", func(p *MeritPhase) float64 { return p.Ack.Max }, "%.3f", false)
+		row("callback p99 ms", func(p *MeritPhase) float64 {
+			if p.Callbacks == nil {
+				return math.NaN() // a ceiling calls nobody back
+			}
+			return p.Callbacks.E2E.P99
+		}, "%.1f", false)
 		row("CPU us/completed", func(p *MeritPhase) float64 { return p.CPUPerCompletedUS }, "%.1f", true)
 		row("WAL fsyncs/completed", func(p *MeritPhase) float64 {
 			if !strings.HasPrefix(p.Server, "chargeauth") {
