@@ -115,6 +115,10 @@ type Config struct {
 	// (test-only).
 	yieldTicks   <-chan time.Time
 	yieldStepped chan bool
+	// yieldPaused, with yieldTicks, gets true when the controller falls
+	// asleep (it stops taking ticks) and false when an accept wakes it
+	// (test-only).
+	yieldPaused chan bool
 	// yieldAccepting, if set, replaces the count of accepts in flight the
 	// controller reads (test-only: a test's accepts run one by one).
 	yieldAccepting func() int64
@@ -254,6 +258,8 @@ type Engine struct {
 	admissions    atomic.Int64 // left in this tick, while paced
 	yieldStop     chan struct{}
 	yieldDone     chan struct{}
+	yieldWake     chan struct{} // capacity 1: an accept wakes the sleeping controller
+	yieldAsleep   atomic.Bool
 
 	// calls feeds the authz pool's worker goroutines; closed by Stop once
 	// the pool, its only writer, has stopped.
@@ -317,16 +323,19 @@ func Start(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("actors: spawn supervisor: %w", err)
 	}
 	e.watchDeadLetters()
-	e.yieldStop, e.yieldDone = make(chan struct{}), make(chan struct{})
+	e.yieldStop, e.yieldDone, e.yieldWake = make(chan struct{}), make(chan struct{}), make(chan struct{}, 1)
 	go func() {
 		defer close(e.yieldDone)
-		ticks := cfg.yieldTicks
+		ticks, pause, resume := cfg.yieldTicks, func() {}, func() {}
+		if cfg.yieldPaused != nil {
+			pause, resume = func() { cfg.yieldPaused <- true }, func() { cfg.yieldPaused <- false }
+		}
 		if ticks == nil {
 			t := time.NewTicker(yieldTick)
 			defer t.Stop()
-			ticks = t.C
+			ticks, pause, resume = t.C, t.Stop, func() { t.Reset(yieldTick) }
 		}
-		e.runYield(ticks, e.yieldStop)
+		e.runYield(ticks, e.yieldStop, pause, resume)
 	}()
 
 	// Undelivered callbacks first: they are already decided.
@@ -422,6 +431,7 @@ func (e *Engine) accept(req session.Request, write func(*session.Record) (bool, 
 	}
 	if isNew {
 		e.acceptedTotal.Add(1)
+		e.wakeYield()
 		e.system.Root.Send(e.supervisor, &Accepted{Record: rec})
 	}
 	return rec, nil

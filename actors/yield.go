@@ -139,7 +139,12 @@ func (y *yielder) step(accepted, accepting int64) bool {
 // runYield steps the controller on every tick of ticks until stop closes.
 // Paced or released, it gives the supervisor the state's admissions for
 // the tick and tells it to admit from the store.
-func (e *Engine) runYield(ticks <-chan time.Time, stop <-chan struct{}) {
+//
+// After a window without accepts at full speed it sleeps (pause stops
+// the ticks) until the next accept wakes it (resume starts them again):
+// an idle node does not wake up fifty times a second. Its first window
+// counts from the accept that woke it.
+func (e *Engine) runYield(ticks <-chan time.Time, stop <-chan struct{}, pause, resume func()) {
 	var y yielder
 	for {
 		select {
@@ -147,11 +152,12 @@ func (e *Engine) runYield(ticks <-chan time.Time, stop <-chan struct{}) {
 			return
 		case <-ticks:
 		}
+		accepted := e.acceptedTotal.Load()
 		accepting := e.accepting.Load()
 		if e.cfg.yieldAccepting != nil {
 			accepting = e.cfg.yieldAccepting()
 		}
-		y.step(e.acceptedTotal.Load(), accepting)
+		y.step(accepted, accepting)
 		n := y.state.admissions()
 		if n > 0 {
 			e.admissions.Store(n)
@@ -162,6 +168,47 @@ func (e *Engine) runYield(ticks <-chan time.Time, stop <-chan struct{}) {
 		}
 		if e.cfg.yieldStepped != nil {
 			e.cfg.yieldStepped <- y.state.paced()
+		}
+		if y.state == yieldSteady && y.ticks == 0 && y.previous == 0 {
+			if !e.yieldSleep(accepted, stop, pause, resume) {
+				return
+			}
+			y.ticks, y.start, y.waiting = 0, accepted, 0
+		}
+	}
+}
+
+// yieldSleep waits, the ticks paused, for an accept after the first
+// accepted; it returns false if stop closed meanwhile. An accept that
+// comes as it falls asleep either sees yieldAsleep (and wakes it) or is
+// seen in acceptedTotal (and it does not sleep): both are sequentially
+// consistent atomics.
+func (e *Engine) yieldSleep(accepted int64, stop <-chan struct{}, pause, resume func()) bool {
+	select {
+	case <-e.yieldWake: // stale: from an accept after the last sleep ended
+	default:
+	}
+	e.yieldAsleep.Store(true)
+	defer e.yieldAsleep.Store(false)
+	if e.acceptedTotal.Load() != accepted {
+		return true
+	}
+	pause()
+	select {
+	case <-stop:
+		return false
+	case <-e.yieldWake:
+	}
+	resume()
+	return true
+}
+
+// wakeYield wakes the yield controller if it sleeps (after an accept).
+func (e *Engine) wakeYield() {
+	if e.yieldAsleep.Load() {
+		select {
+		case e.yieldWake <- struct{}{}:
+		default: // a wake is pending already
 		}
 	}
 }

@@ -200,3 +200,110 @@ func TestPipelineYieldsToAHotFront(t *testing.T) {
 		t.Errorf("%d authorization calls, want %d", calls, accepted)
 	}
 }
+
+// After a window without accepts at full speed, the controller sleeps: it
+// takes no ticks (an idle node does not wake up fifty times a second)
+// until an accept wakes it, and its next window counts that accept. The
+// ticks come from the test.
+func TestYieldControllerSleepsWhileIdle(t *testing.T) {
+	ticks := make(chan time.Time)
+	stepped := make(chan bool, 1)
+	paused := make(chan bool, 1)
+	recv := &fakeReceiver{}
+	st := openStore(t, vfs.NewMem())
+	e, err := Start(Config{Store: st, Authorize: (&fakeAuthz{}).authorize, Deliver: recv.deliver, Logger: testLogger(t),
+		DecisionTimeout: time.Hour, yieldTicks: ticks, yieldStepped: stepped, yieldPaused: paused})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failOnDeadLetters(t, e)
+	t.Cleanup(func() { e.Stop(0); _ = st.Close() })
+
+	window := func() {
+		t.Helper()
+		for range yieldWindow {
+			ticks <- time.Now()
+			if <-stepped {
+				t.Fatal("paced while idle")
+			}
+		}
+	}
+	pause := func() bool {
+		t.Helper()
+		select {
+		case p := <-paused:
+			return p
+		case <-time.After(10 * time.Second):
+			t.Fatal("the controller neither slept nor woke")
+			return false
+		}
+	}
+	window()
+	if !pause() {
+		t.Fatal("resumed without having slept")
+	}
+	if _, err := e.Accept(session.Request{StationID: "123e4567-e89b-12d3-a456-426614174000",
+		DriverToken: "sleepyDriverToken000001", CallbackURL: "http://127.0.0.1:1/cb"}); err != nil {
+		t.Fatal(err)
+	}
+	if pause() {
+		t.Fatal("an accept did not wake the controller")
+	}
+	// The window after the wake took the accept: no sleep after it; the
+	// one after, empty, sleeps again.
+	window()
+	select {
+	case p := <-paused:
+		t.Fatalf("paused %v after a window that took an accept", p)
+	default:
+	}
+	window()
+	if !pause() {
+		t.Fatal("did not sleep after an empty window")
+	}
+	testwait.Eventually(t, 10*time.Second, time.Millisecond, func() error {
+		if n := recv.total(); n != 1 {
+			return fmt.Errorf("%d callbacks", n)
+		}
+		return nil
+	})
+}
+
+// With the real ticker, the controller falls asleep when idle, an accept
+// wakes it (the ticker runs again), and it sleeps again once the front is
+// idle once more.
+func TestYieldControllerSleepsWithTheRealTicker(t *testing.T) {
+	recv := &fakeReceiver{}
+	st := openStore(t, vfs.NewMem())
+	e, err := Start(Config{Store: st, Authorize: (&fakeAuthz{}).authorize, Deliver: recv.deliver, Logger: testLogger(t),
+		DecisionTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failOnDeadLetters(t, e)
+	t.Cleanup(func() { e.Stop(0); _ = st.Close() })
+	asleep := func() error {
+		if !e.yieldAsleep.Load() {
+			return fmt.Errorf("the yield controller is awake")
+		}
+		return nil
+	}
+	testwait.Eventually(t, 10*time.Second, time.Millisecond, asleep)
+	if _, err := e.Accept(session.Request{StationID: "123e4567-e89b-12d3-a456-426614174000",
+		DriverToken: "sleepyDriverToken000002", CallbackURL: "http://127.0.0.1:1/cb"}); err != nil {
+		t.Fatal(err)
+	}
+	// Woken, it stays awake for at least a window (ten ticks).
+	testwait.Eventually(t, 10*time.Second, time.Millisecond, func() error {
+		if asleep() == nil {
+			return fmt.Errorf("the accept did not wake the yield controller")
+		}
+		return nil
+	})
+	testwait.Eventually(t, 10*time.Second, time.Millisecond, func() error {
+		if n := recv.total(); n != 1 {
+			return fmt.Errorf("%d callbacks", n)
+		}
+		return asleep()
+	})
+}
