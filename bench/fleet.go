@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -53,7 +54,11 @@ type FleetConfig struct {
 	// Sizes are the fleets measured, in order (default 1 and 3 nodes).
 	Sizes []int
 	// Binary is the chargeauth binary ("": built from ./cmd/chargeauth).
-	Binary string
+	// BinaryB, if set, makes a variant b of every fleet with it (nodes
+	// and authorization service), with ExtraArgsB and EnvB if set: an A/B
+	// of binaries in one run.
+	Binary  string
+	BinaryB string
 	// ExtraArgs are added to every node's serve command line; ExtraArgsB,
 	// if set, makes a second variant ("b") of every fleet size, measured
 	// right after the first: an A/B of settings in one run.
@@ -110,6 +115,7 @@ type FleetSummary struct {
 	ExtraArgs  []string      `json:"extra_args,omitempty"`
 	ExtraArgsB []string      `json:"extra_args_b,omitempty"`
 	EnvB       []string      `json:"env_b,omitempty"`
+	BinaryB    string        `json:"binary_b,omitempty"`
 	Phases     []*FleetPhase `json:"phases"`
 }
 
@@ -146,19 +152,24 @@ func (cfg FleetConfig) Run() (_ *FleetSummary, err error) {
 	defer cleanup()
 	cfg.Binary = bin
 	s := &FleetSummary{StartedAt: time.Now().UTC(), Rate: cfg.Rate, Duration: cfg.Duration.String(), Burst: cfg.Burst,
-		Gets: cfg.Gets, Conc: cfg.Concurrency, ExtraArgs: cfg.ExtraArgs, ExtraArgsB: cfg.ExtraArgsB, EnvB: cfg.EnvB}
+		Gets: cfg.Gets, Conc: cfg.Concurrency, ExtraArgs: cfg.ExtraArgs, ExtraArgsB: cfg.ExtraArgsB, EnvB: cfg.EnvB,
+		BinaryB: cfg.BinaryB}
 	type variant struct {
 		args, env []string
 	}
 	variants := map[string]variant{"a": {args: cfg.ExtraArgs}}
 	order := []string{"a"}
-	if len(cfg.ExtraArgsB) > 0 || len(cfg.EnvB) > 0 {
+	if len(cfg.ExtraArgsB) > 0 || len(cfg.EnvB) > 0 || cfg.BinaryB != "" {
 		variants["b"] = variant{append(append([]string(nil), cfg.ExtraArgs...), cfg.ExtraArgsB...), cfg.EnvB}
 		order = append(order, "b")
 	}
 	for _, v := range order { // a variant's fleets one after the other: their ratio is the figure
 		for _, n := range cfg.Sizes {
-			phases, err := cfg.runFleet(n, v, variants[v].args, variants[v].env)
+			c := cfg
+			if v == "b" && cfg.BinaryB != "" {
+				c.Binary = cfg.BinaryB
+			}
+			phases, err := c.runFleet(n, v, variants[v].args, variants[v].env)
 			if err != nil {
 				return nil, fmt.Errorf("fleet-%d%s: %w", n, v, err)
 			}
@@ -561,8 +572,8 @@ func (s *FleetSummary) WriteTable(w io.Writer) error {
 	if len(s.ExtraArgs) > 0 {
 		fmt.Fprintf(w, "nodes' extra arguments: %s\n", strings.Join(s.ExtraArgs, " "))
 	}
-	if len(s.ExtraArgsB) > 0 || len(s.EnvB) > 0 {
-		fmt.Fprintf(w, "variant b adds: %s %s\n", strings.Join(s.EnvB, " "), strings.Join(s.ExtraArgsB, " "))
+	if len(s.ExtraArgsB) > 0 || len(s.EnvB) > 0 || s.BinaryB != "" {
+		fmt.Fprintf(w, "variant b: %s %s %s\n", strings.Join(s.EnvB, " "), cmp.Or(s.BinaryB, "the same binary"), strings.Join(s.ExtraArgsB, " "))
 	}
 	type col struct {
 		n int
@@ -653,7 +664,7 @@ func (s *FleetSummary) WriteTable(w io.Writer) error {
 // JSON report.
 func runFleet(o options, w io.Writer) error {
 	cfg := FleetConfig{Rate: o.load.Rate, Duration: o.load.Duration, Concurrency: o.load.Concurrency, Burst: o.burst,
-		Gets: o.gets, Timeout: o.load.Timeout, Idle: o.idle, Binary: o.binary, TempDir: o.tempDir, DrainTimeout: o.drainTimeout,
+		Gets: o.gets, Timeout: o.load.Timeout, Idle: o.idle, Binary: o.binary, BinaryB: o.binaryB, TempDir: o.tempDir, DrainTimeout: o.drainTimeout,
 		ExtraArgs: strings.Fields(o.extraArgs), ExtraArgsB: strings.Fields(o.extraArgsB), EnvB: strings.Fields(o.envB), Progress: w}
 	for _, f := range strings.Split(o.fleetNodes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))

@@ -70,7 +70,7 @@ func main() {
 	flag.StringVar(&o.heapProfile, "heapprofile", "", "burst: write a heap profile near the heap's peak to this file")
 	flag.DurationVar(&o.fakeDelay, "fake-delay", time.Millisecond, "burst: how long the fake authorization service sleeps before it answers")
 	flag.StringVar(&o.binary, "chargeauth-bin", "", "merit, fleet: the chargeauth binary to measure (default: go build ./cmd/chargeauth)")
-	flag.StringVar(&o.binaryB, "chargeauth-bin-b", "", "merit: a second chargeauth binary, measured after the first under each load (an A/B in one run)")
+	flag.StringVar(&o.binaryB, "chargeauth-bin-b", "", "merit: a second chargeauth binary, measured after the first under each load (an A/B in one run); fleet: a variant b of every fleet with it")
 	flag.StringVar(&o.extraArgs, "chargeauth-args", "", "merit, fleet: extra arguments to chargeauth serve (fleet: every node), space-separated")
 	flag.StringVar(&o.extraArgsB, "chargeauth-args-b", "", "merit: extra arguments to chargeauth-b's serve (measures chargeauth-b, with -chargeauth-bin unless -chargeauth-bin-b); fleet: a variant b of every fleet with them: an A/B of settings")
 	flag.StringVar(&o.envB, "chargeauth-env-b", "", "merit: NAME=value ... added to chargeauth-b's environment (measures chargeauth-b); fleet: to variant b's nodes': an A/B of, say, GOMAXPROCS")

@@ -170,6 +170,7 @@ func (n *Node) start() error {
 	var err error
 	n.store, err = persistence.Open(persistence.Config{
 		Dir: cfg.DataDir, FS: cfg.FS, MinFreeDisk: uint64(cfg.MinFreeDisk), Logger: cfg.Logger,
+		SyncLinger: persistence.DefaultSyncLinger,
 	})
 	if err != nil {
 		return err

@@ -442,3 +442,55 @@ func TestCommitterBatchFollowsReopen(t *testing.T) {
 		}
 	}
 }
+
+// Syncs alone ride on accepts (Config.SyncLinger): a sync alone waits for
+// an accept, which commits at once and carries it in its one fsync; an
+// accept alone never waits; a sync alone with no accept coming commits
+// after the linger. The linger here is an hour, so that only an accept
+// can end the first wait whatever the machine's speed; the last part has
+// a store of its own with a short one.
+func TestCommitterSyncsRideOnAccepts(t *testing.T) {
+	s := openBounded(t, Config{Dir: "db", FS: vfs.NewMem(), Logger: quietLogger(), SyncLinger: time.Hour})
+	lingering := func() error {
+		s.committer.mu.Lock()
+		defer s.committer.mu.Unlock()
+		if s.committer.lingering == nil {
+			return errors.New("no sync alone is waiting for an accept")
+		}
+		return nil
+	}
+
+	// An accept alone commits at once (it would wait an hour otherwise).
+	mustAccept(t, s, testID(0, 0))
+
+	before := walSyncs(t, s)
+	synced := make(chan error, 1)
+	go func() { synced <- s.SyncWAL() }()
+	if err := testwait.Poll(10*time.Second, time.Millisecond, lingering); err != nil {
+		t.Fatal(err)
+	}
+	mustAccept(t, s, testID(0, 1))
+	select {
+	case err := <-synced:
+		if err != nil {
+			t.Fatalf("the sync that rode on the accept: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the sync alone did not ride on the accept\n%s", allStacks())
+	}
+	if n := walSyncs(t, s) - before; n != 1 {
+		t.Errorf("a sync alone and the accept it waited for took %d WAL fsyncs, want 1", n)
+	}
+
+	// No accept comes: the sync alone commits after the linger, durably.
+	mem := vfs.NewCrashableMem()
+	s2 := openBounded(t, Config{Dir: "db", FS: mem, Logger: quietLogger(), SyncLinger: 5 * time.Millisecond})
+	mustAccept(t, s2, testID(1, 0))
+	if _, err := s2.Decide(testID(1, 0), session.StatusAllowed, "", session.ByAuthz, t0); err != nil {
+		t.Fatal(err)
+	}
+	s3 := openBounded(t, Config{Dir: "db", FS: mem.CrashClone(vfs.CrashCloneCfg{}), Logger: quietLogger()})
+	if rec, err := s3.Get(testID(1, 0)); err != nil || rec.State != session.StateDecided {
+		t.Errorf("after a crash, the decision synced alone: %+v %v, want decided", rec.State, err)
+	}
+}

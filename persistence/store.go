@@ -68,6 +68,14 @@ type Config struct {
 	// Default: false.
 	ReadOnly bool
 
+	// SyncLinger is how long a group of syncs alone (a durable
+	// transition's wait, SyncWAL) waits for an accept to share its fsync
+	// (see committer). A transition waits at most this much longer; an
+	// accept never waits for it.
+	//
+	// Default: 0 (no wait). The service passes DefaultSyncLinger.
+	SyncLinger time.Duration
+
 	// now is the clock of the disk-usage cache. Test-only.
 	//
 	// Default: time.Now.
@@ -246,6 +254,13 @@ type Store struct {
 	committer committer
 }
 
+// DefaultSyncLinger is the service's Config.SyncLinger: about the time
+// from an accept to its decision when the authorization service answers
+// at once, so that at a few hundred requests a second a decision's sync
+// mostly rides on a later accept's fsync. When the front is idle, a
+// decision's callback leaves up to this much later.
+const DefaultSyncLinger = 2 * time.Millisecond
+
 // Open opens (creating unless cfg.ReadOnly) the store in cfg.Dir and counts
 // the records in each state.
 func Open(cfg Config) (*Store, error) {
@@ -255,6 +270,7 @@ func Open(cfg Config) (*Store, error) {
 	}
 	s := &Store{cfg: cfg, log: cfg.Logger.With("component", "persistence"), stop: make(chan struct{})}
 	s.committer.s = s
+	s.committer.linger = cfg.SyncLinger
 	s.faults = newFaultLog(s.log, cfg.logEvery, time.Now)
 	plog := cfg.Logger.With("component", "pebble")
 
