@@ -38,7 +38,9 @@
 //     failed→decided on Redeliver. Transitions on one id are serialised by a
 //     striped lock, so a compare-and-set (Decide) has exactly one winner.
 //   - Accept takes no per-id lock: concurrent Accepts queue in the group
-//     commit (behind its small mutex) and share one batch and one fsync.
+//     commit (behind its small mutex) and share one batch and one fsync. A
+//     group of syncs alone waits up to Config.SyncLinger for an accept to
+//     carry it; an accept never waits for one.
 //   - Pebble panics on a closed DB and calls Logger.Fatalf (which panics here)
 //     on a failed commit. The store therefore decides ErrClosing and
 //     ErrDiskFull itself, before it touches Pebble.
