@@ -90,11 +90,14 @@ func (f *front) accept(ctx *fasthttp.RequestCtx) {
 	secs := int(rec.DecideBy.Sub(f.now()).Seconds() + 0.999)
 	h := &ctx.Response.Header
 	h.SetContentType("application/json")
-	h.Set("Location", sessionPath+"/"+rec.ID)
-	h.Set("Retry-After", strconv.Itoa(max(secs, 0)))
-	ctx.SetStatusCode(fasthttp.StatusAccepted)
+	// Header values and the body are built in one stack buffer (fasthttp
+	// copies them): a string each would be an allocation per accept.
 	var buf [256]byte
-	b := buf[:0]
+	b := append(append(append(buf[:0], sessionPath...), '/'), rec.ID...)
+	h.SetBytesV("Location", b)
+	h.SetBytesV("Retry-After", strconv.AppendInt(buf[:0], int64(max(secs, 0)), 10))
+	ctx.SetStatusCode(fasthttp.StatusAccepted)
+	b = buf[:0]
 	b = append(b, `{"status":"accepted","message":"`...)
 	b = append(b, ackMessage...)
 	b = append(b, `","request_id":"`...)
