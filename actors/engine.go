@@ -326,7 +326,10 @@ func Start(cfg Config) (*Engine, error) {
 	e.yieldStop, e.yieldDone, e.yieldWake = make(chan struct{}), make(chan struct{}), make(chan struct{}, 1)
 	go func() {
 		defer close(e.yieldDone)
-		ticks, pause, resume := cfg.yieldTicks, func() {}, func() {}
+		// A test that drives the ticks without watching the sleeps gets a
+		// controller that never sleeps (pause nil): its ticks never block.
+		var pause, resume func()
+		ticks := cfg.yieldTicks
 		if cfg.yieldPaused != nil {
 			pause, resume = func() { cfg.yieldPaused <- true }, func() { cfg.yieldPaused <- false }
 		}

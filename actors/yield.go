@@ -143,7 +143,7 @@ func (y *yielder) step(accepted, accepting int64) bool {
 // After a window without accepts at full speed it sleeps (pause stops
 // the ticks) until the next accept wakes it (resume starts them again):
 // an idle node does not wake up fifty times a second. Its first window
-// counts from the accept that woke it.
+// counts from the accept that woke it. A nil pause: it never sleeps.
 func (e *Engine) runYield(ticks <-chan time.Time, stop <-chan struct{}, pause, resume func()) {
 	var y yielder
 	for {
@@ -169,7 +169,7 @@ func (e *Engine) runYield(ticks <-chan time.Time, stop <-chan struct{}, pause, r
 		if e.cfg.yieldStepped != nil {
 			e.cfg.yieldStepped <- y.state.paced()
 		}
-		if y.state == yieldSteady && y.ticks == 0 && y.previous == 0 {
+		if pause != nil && y.state == yieldSteady && y.ticks == 0 && y.previous == 0 {
 			if !e.yieldSleep(accepted, stop, pause, resume) {
 				return
 			}

@@ -469,14 +469,17 @@ func TestCommitterSyncsRideOnAccepts(t *testing.T) {
 	if err := testwait.Poll(10*time.Second, time.Millisecond, lingering); err != nil {
 		t.Fatal(err)
 	}
-	mustAccept(t, s, testID(0, 1))
-	select {
-	case err := <-synced:
-		if err != nil {
-			t.Fatalf("the sync that rode on the accept: %v", err)
+	accepted := make(chan error, 1)
+	go func() { accepted <- s.Accept(pending(testID(0, 1), t0)) }()
+	for what, done := range map[string]chan error{"the accept": accepted, "the sync that rode on it": synced} {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s hung: the accept did not take the lead from the lingering sync\n%s", what, allStacks())
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("the sync alone did not ride on the accept\n%s", allStacks())
 	}
 	if n := walSyncs(t, s) - before; n != 1 {
 		t.Errorf("a sync alone and the accept it waited for took %d WAL fsyncs, want 1", n)

@@ -43,17 +43,17 @@ func authzCmd(args []string, stderr io.Writer) error {
 	}
 	// The handlers are in place before the port opens: a SIGTERM as soon
 	// as it accepts (a supervisor that saw it ready) stops the service,
-	// exit 0; a SIGHUP does nothing until reloadACL catches it.
+	// exit 0; a SIGHUP reloads the ACL (--acl) or does nothing.
 	signal.Ignore(syscall.SIGHUP)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return usageError("--listen: %v", err)
-	}
 	srv := authz.NewServer(authz.Config{ACL: a, Logger: log})
 	if *aclPath != "" {
 		defer reloadACL(srv, *aclPath, *reloadEvery)()
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return usageError("--listen: %v", err)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

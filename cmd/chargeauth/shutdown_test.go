@@ -118,20 +118,27 @@ func TestGracefulShutdown(t *testing.T) {
 func TestSIGTERMAsSoonAsListeningExits0(t *testing.T) {
 	for _, cmd := range []string{"sink", "authz"} {
 		t.Run(cmd, func(t *testing.T) {
-			for i := range 10 {
+			for i := range 20 {
 				addr := freeAddr(t)
 				c := exec.Command(binary(t), cmd, "--listen", addr)
 				if err := c.Start(); err != nil {
 					t.Fatal(err)
 				}
-				waitFor(t, 30*time.Second, cmd+" to accept on "+addr, func() bool {
-					conn, err := net.Dial("tcp", addr)
-					if err != nil {
-						return false
+				// Dial without pausing, and signal on the first connect: the
+				// window between the listen and a late handler is
+				// microseconds, which a poll every few milliseconds misses.
+				deadline := time.Now().Add(30 * time.Second)
+				for {
+					conn, err := net.DialTimeout("tcp", addr, time.Second)
+					if err == nil {
+						_ = conn.Close()
+						break
 					}
-					_ = conn.Close()
-					return true
-				})
+					if time.Now().After(deadline) {
+						_ = c.Process.Kill()
+						t.Fatalf("%s never accepted on %s: %v", cmd, addr, err)
+					}
+				}
 				if err := c.Process.Signal(syscall.SIGTERM); err != nil {
 					t.Fatal(err)
 				}
