@@ -21,9 +21,10 @@ import (
 // the callers only wait.
 //
 // Syncs alone ride on accepts. A group of syncs alone (a decision's, a
-// retry outcome's) waits up to linger for an accept before its commit: an
-// accept that comes meanwhile starts the commit at once and carries them
-// in its fsync. Without the wait, a node that takes a few hundred requests
+// retry outcome's) waits up to linger for an accept before its commit, if
+// the last accept came within the linger: an accept that comes meanwhile
+// starts the commit at once and carries them in its fsync. With the front
+// idle (a backlog draining after a burst) it does not wait. Without the wait, a node that takes a few hundred requests
 // a second pays an fsync for most decisions on top of one for each accept;
 // an accept never waits for it (a group with an accept in it commits at
 // once).
@@ -35,6 +36,10 @@ type committer struct {
 	queue     []*pendingWrite // waiting for the next commit
 	running   bool            // a goroutine is committing; it takes the queue when done
 	lingering *lingering      // the leader's wait for an accept, if it waits
+	// lastAccept is when the last accept was queued: a group of syncs
+	// alone waits for an accept only if one came within the linger, so
+	// that a backlog draining with the front idle is not slowed down.
+	lastAccept time.Time
 
 	// batch is reused from group to group, while the db is the one it
 	// was made for (a reopen after a failed write replaces the db). Only
@@ -75,6 +80,9 @@ func (c *committer) write(w *pendingWrite) error {
 	c.queue = append(c.queue, w)
 	lead := !c.running
 	c.running = true
+	if c.linger > 0 && len(w.key) > 0 {
+		c.lastAccept = time.Now()
+	}
 	if l := c.lingering; l != nil && len(w.key) > 0 {
 		// The accept commits the group itself, at once, rather than wait
 		// for the lingering leader's goroutine to be woken and run.
@@ -102,14 +110,18 @@ func (c *committer) lead() {
 	}
 }
 
-// waitForAccept waits, while the queue holds no accept, up to c.linger
-// for one. It returns whether the caller still leads: false when an
-// accept took the lead meanwhile.
+// waitForAccept waits, while the queue holds no accept and the last
+// accept came within c.linger, up to c.linger for one. It returns whether
+// the caller still leads: false when an accept took the lead meanwhile.
 func (c *committer) waitForAccept() bool {
 	if c.linger <= 0 {
 		return true
 	}
 	c.mu.Lock()
+	if time.Since(c.lastAccept) > c.linger {
+		c.mu.Unlock()
+		return true // the front is idle: none is likely to come
+	}
 	for _, w := range c.queue {
 		if len(w.key) > 0 {
 			c.mu.Unlock()

@@ -445,10 +445,11 @@ func TestCommitterBatchFollowsReopen(t *testing.T) {
 
 // Syncs alone ride on accepts (Config.SyncLinger): a sync alone waits for
 // an accept, which commits at once and carries it in its one fsync; an
-// accept alone never waits; a sync alone with no accept coming commits
-// after the linger. The linger here is an hour, so that only an accept
-// can end the first wait whatever the machine's speed; the last part has
-// a store of its own with a short one.
+// accept alone never waits; on a store with no accept within the linger a
+// sync alone does not wait at all; a sync alone with no accept coming
+// commits after the linger. The linger here is an hour, so that only an
+// accept can end the first wait whatever the machine's speed; the last
+// part has a store of its own with a short one.
 func TestCommitterSyncsRideOnAccepts(t *testing.T) {
 	s := openBounded(t, Config{Dir: "db", FS: vfs.NewMem(), Logger: quietLogger(), SyncLinger: time.Hour})
 	lingering := func() error {
@@ -483,6 +484,20 @@ func TestCommitterSyncsRideOnAccepts(t *testing.T) {
 	}
 	if n := walSyncs(t, s) - before; n != 1 {
 		t.Errorf("a sync alone and the accept it waited for took %d WAL fsyncs, want 1", n)
+	}
+
+	// With no accept for longer than the linger (none ever, here), a sync
+	// alone does not wait: a backlog drained with the front idle is not
+	// slowed down.
+	idle := openBounded(t, Config{Dir: "idle", FS: vfs.NewMem(), Logger: quietLogger(), SyncLinger: time.Hour})
+	go func() { synced <- idle.SyncWAL() }()
+	select {
+	case err := <-synced:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("a sync alone waited for an accept on an idle store\n%s", allStacks())
 	}
 
 	// No accept comes: the sync alone commits after the linger, durably.
