@@ -23,11 +23,11 @@ import (
 // Syncs alone ride on accepts. A group of syncs alone (a decision's, a
 // retry outcome's) waits up to linger for an accept before its commit, if
 // the last accept came within the linger: an accept that comes meanwhile
-// starts the commit at once and carries them in its fsync. With the front
-// idle (a backlog draining after a burst) it does not wait. Without the wait, a node that takes a few hundred requests
-// a second pays an fsync for most decisions on top of one for each accept;
-// an accept never waits for it (a group with an accept in it commits at
-// once).
+// starts the commit at once and carries them in its fsync. Without the
+// wait, a node that takes a few hundred requests a second pays an fsync
+// for most decisions on top of one for each accept. With the front idle
+// (a backlog draining after a burst) nothing waits, and an accept never
+// waits for it (a group with an accept in it commits at once).
 type committer struct {
 	s      *Store
 	linger time.Duration // see Config.SyncLinger
