@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -77,20 +78,33 @@ func TestMeritSmoke(t *testing.T) {
 }
 
 // procCPU reads a process's CPU from /proc: this one's grows while it
-// spins, and matches getrusage to the clock tick.
+// spins (it spins until /proc shows 200ms more, however busy the machine),
+// never by more than the wall time on every CPU, and matches getrusage to
+// the clock tick.
 func TestProcCPU(t *testing.T) {
 	before, err := procCPU(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for spin := time.Now(); time.Since(spin) < 100*time.Millisecond; {
+	start := time.Now()
+	after := before
+	for after-before < 200*time.Millisecond {
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("/proc shows %s of CPU after 30s of spinning", after-before)
+		}
+		for spin := time.Now(); time.Since(spin) < 10*time.Millisecond; {
+		}
+		now, err := procCPU(os.Getpid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if now < after {
+			t.Fatalf("/proc's CPU went back from %s to %s", after, now)
+		}
+		after = now
 	}
-	after, err := procCPU(os.Getpid())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if after-before < 50*time.Millisecond {
-		t.Errorf("CPU grew by %s over 100ms of spinning", after-before)
+	if wall := time.Since(start); after-before > wall*time.Duration(runtime.NumCPU())+10*time.Millisecond {
+		t.Errorf("/proc shows %s of CPU in %s of wall time on %d CPUs", after-before, wall, runtime.NumCPU())
 	}
 	if ru := cpuTime(); ru-after > time.Second || after-ru > 20*time.Millisecond {
 		t.Errorf("/proc says %s, getrusage %s", after, ru)
