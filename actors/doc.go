@@ -13,7 +13,8 @@
 // While the front is hot (a burst), the yield controller (yield.go) paces
 // the supervisor's admissions, so that the front keeps the CPU and the
 // burst waits on disk; it finds a hot front by probing: the front takes
-// more while the pipeline is paced.
+// more while the pipeline is paced. It probes only a front with many
+// accepts waiting, and sleeps (no ticks) while the front is idle.
 //
 // The pool bounds the calls to the authorization service to
 // AuthzConcurrency: each worker holds one call at a time, and a free worker
