@@ -76,12 +76,16 @@ var pendingWrites = sync.Pool{New: func() any { return &pendingWrite{done: make(
 // first caller that queued meanwhile, so that no caller commits for others
 // for longer than one group.
 func (c *committer) write(w *pendingWrite) error {
+	var now time.Time
+	if c.linger > 0 && len(w.key) > 0 {
+		now = time.Now() // outside the lock every accept takes
+	}
 	c.mu.Lock()
 	c.queue = append(c.queue, w)
 	lead := !c.running
 	c.running = true
-	if c.linger > 0 && len(w.key) > 0 {
-		c.lastAccept = time.Now()
+	if now.After(c.lastAccept) {
+		c.lastAccept = now
 	}
 	if l := c.lingering; l != nil && len(w.key) > 0 {
 		// The accept commits the group itself, at once, rather than wait
