@@ -69,8 +69,11 @@ func TestMeritSmoke(t *testing.T) {
 		if ch.CPUSeconds <= 0 {
 			t.Errorf("chargeauth/%s: no CPU read from its process", load)
 		}
+		if ch.WALSyncs <= 0 { // every 202 waited for an fsync
+			t.Errorf("chargeauth/%s: no WAL fsync read from its /metrics", load)
+		}
 	}
-	for _, want := range []string{"open: CPU us/completed", "burst: accepts/s", "/durable"} {
+	for _, want := range []string{"open: CPU us/completed", "burst: accepts/s", "/durable", "open: WAL fsyncs/completed", "burst: callback p99 ms"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q", want)
 		}
