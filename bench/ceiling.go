@@ -86,11 +86,19 @@ func (cfg CeilingConfig) Run() (*Report, error) {
 // writes it under its id with pebble.Sync if db is set, and answers 202
 // with a small JSON body; anything else is a 400, 405 or 503.
 func ceilingHandle(ctx *fasthttp.RequestCtx, ids *atomic.Uint64, db *pebble.DB) {
+	relayHandle(ctx, ids, db, nil)
+}
+
+// relayHandle is ceilingHandle that, with relay set, names the request by
+// a UUID-shaped id and hands the request to relay after the write, before
+// the 202.
+func relayHandle(ctx *fasthttp.RequestCtx, ids *atomic.Uint64, db *pebble.DB, relay func(id string, req session.Request)) {
 	if !ctx.IsPost() {
 		ctx.SetStatusCode(fasthttp.StatusMethodNotAllowed)
 		return
 	}
-	if _, problems := session.ParseRequest(ctx.PostBody()); problems != nil {
+	req, problems := session.ParseRequest(ctx.PostBody())
+	if problems != nil {
 		ctx.SetStatusCode(fasthttp.StatusBadRequest)
 		ctx.SetContentType("application/json")
 		ctx.SetBodyString(`{"status":"failed","error":` + strconv.Quote(session.JoinFieldErrors(problems)) + `}`)
@@ -104,9 +112,15 @@ func ceilingHandle(ctx *fasthttp.RequestCtx, ids *atomic.Uint64, db *pebble.DB) 
 			return
 		}
 	}
-	var buf [64]byte
+	var buf [96]byte
 	b := append(buf[:0], `{"status":"accepted","request_id":"`...)
-	b = strconv.AppendUint(b, binary.BigEndian.Uint64(key[:]), 10)
+	if relay != nil {
+		id := fmt.Sprintf("00000000-0000-0000-%04x-%012x", binary.BigEndian.Uint64(key[:])>>48, binary.BigEndian.Uint64(key[:])&(1<<48-1))
+		relay(id, req)
+		b = append(b, id...)
+	} else {
+		b = strconv.AppendUint(b, binary.BigEndian.Uint64(key[:]), 10)
+	}
 	b = append(b, `"}`...)
 	ctx.SetStatusCode(fasthttp.StatusAccepted)
 	ctx.SetContentType("application/json")
@@ -138,4 +152,36 @@ func (quietPebble) Errorf(format string, args ...any) {
 
 func (quietPebble) Fatalf(format string, args ...any) {
 	log.Fatalf("durable ceiling: "+format, args...)
+}
+
+// relayer is the relay ceiling's callback half: each accepted request is
+// POSTed, from a goroutine of its own, to its callback URL with the
+// decision "allowed" and a webhook-id, on kept-alive connections. With the
+// durable write before it, it is the least a service can do for
+// chargeauth's contract without an authorization service: a durable accept
+// and a callback per request.
+type relayer struct {
+	client *fasthttp.Client
+}
+
+func newRelayer() *relayer {
+	// A burst's callbacks wait for one of the 64 connections, as
+	// chargeauth's do (--callback-host-concurrency).
+	return &relayer{client: &fasthttp.Client{MaxConnsPerHost: 64, MaxConnWaitTimeout: time.Minute}}
+}
+
+func (r *relayer) relay(id string, req session.Request) {
+	go func() {
+		freq, fresp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(freq)
+		defer fasthttp.ReleaseResponse(fresp)
+		freq.SetRequestURI(req.CallbackURL)
+		freq.Header.SetMethod(fasthttp.MethodPost)
+		freq.Header.SetContentType("application/json")
+		freq.Header.Set("webhook-id", id)
+		freq.SetBody(fmt.Appendf(nil, `{"station_id":%q,"driver_token":%q,"status":"allowed"}`, req.StationID, req.DriverToken))
+		if err := r.client.DoTimeout(freq, fresp, 10*time.Second); err != nil {
+			log.Printf("relay ceiling: callback %s: %v", id, err)
+		}
+	}()
 }

@@ -144,9 +144,15 @@
 // each load (an A/B in one run; column chargeauth-b and the ratio b/a);
 // -chargeauth-args-b and -chargeauth-env-b, extra arguments and environment
 // for it (an A/B of settings, with the same binary unless -chargeauth-bin-b
-// is given).
+// is given). -relay adds the relay ceiling: the durable one that also
+// POSTs each request's callback (allowed, with a webhook-id) to the sink,
+// from a goroutine per request on up to 64 kept-alive connections; its
+// completed requests are called back ones, as chargeauth's (column
+// /relay). The table also gives chargeauth's WAL fsyncs (its /metrics)
+// and callback p99.
 //
 //	go run ./bench -workload merit
+//	go run ./bench -workload merit -relay
 //	go run ./bench -workload merit -burst 200000 -duration 20s
 //	go build -o /tmp/a ./cmd/chargeauth; git stash; go build -o /tmp/b ./cmd/chargeauth; git stash pop
 //	go run ./bench -workload merit -chargeauth-bin /tmp/a -chargeauth-bin-b /tmp/b

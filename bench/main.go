@@ -35,6 +35,7 @@ type options struct {
 	fakeProbe       time.Duration // 0: 3s (tests shorten it)
 
 	binary, binaryB string
+	relay           bool
 	extraArgs       string
 	extraArgsB      string
 	envB            string
@@ -74,6 +75,7 @@ func main() {
 	flag.StringVar(&o.extraArgs, "chargeauth-args", "", "merit, fleet: extra arguments to chargeauth serve (fleet: every node), space-separated")
 	flag.StringVar(&o.extraArgsB, "chargeauth-args-b", "", "merit: extra arguments to chargeauth-b's serve (measures chargeauth-b, with -chargeauth-bin unless -chargeauth-bin-b); fleet: a variant b of every fleet with them: an A/B of settings")
 	flag.StringVar(&o.envB, "chargeauth-env-b", "", "merit: NAME=value ... added to chargeauth-b's environment (measures chargeauth-b); fleet: to variant b's nodes': an A/B of, say, GOMAXPROCS")
+	flag.BoolVar(&o.relay, "relay", false, "merit: also measure the relay ceiling: the durable one that POSTs each request's callback (allowed) too")
 	flag.IntVar(&o.gets, "gets", 3000, "fleet: GETs of each kind (straight to the owner; through a node that forwards to the owner)")
 	flag.DurationVar(&o.idle, "idle", 3*time.Second, "fleet: how long each fleet's nodes are measured idle before the load (0: not)")
 	flag.StringVar(&o.fleetNodes, "fleet-nodes", "1,3", "fleet: the fleets measured, by node count, in order")
@@ -275,7 +277,7 @@ const (
 // callback.
 func runMerit(o options, w io.Writer) error {
 	cfg := MeritConfig{Rate: o.load.Rate, Duration: o.load.Duration, Concurrency: o.load.Concurrency,
-		Burst: o.burst, Timeout: o.load.Timeout, Binary: o.binary, BinaryB: o.binaryB,
+		Burst: o.burst, Timeout: o.load.Timeout, Binary: o.binary, BinaryB: o.binaryB, Relay: o.relay,
 		TempDir: o.tempDir, DrainTimeout: o.drainTimeout, ExtraArgs: strings.Fields(o.extraArgs), ExtraArgsB: strings.Fields(o.extraArgsB), EnvB: strings.Fields(o.envB), Progress: w}
 	s, err := cfg.Run()
 	if err != nil {

@@ -22,6 +22,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/valyala/fasthttp"
+
+	"github.com/chargeauth/chargeauth/session"
 )
 
 // The figures of merit (-workload merit): chargeauth, the bare ceiling and
@@ -59,16 +61,20 @@ func serveChildFromEnv() bool {
 
 func serveChild(kind, dir string) error {
 	var db *pebble.DB
+	var relay func(id string, req session.Request)
 	switch kind {
 	case "bare":
-	case "durable":
+	case "durable", "relay":
 		var err error
 		if db, err = pebble.Open(dir, &pebble.Options{Logger: quietPebble{}}); err != nil {
 			return err
 		}
 		defer db.Close()
+		if kind == "relay" {
+			relay = newRelayer().relay
+		}
 	default:
-		return fmt.Errorf("%s=%q: bare or durable", envServe, kind)
+		return fmt.Errorf("%s=%q: bare, durable or relay", envServe, kind)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -76,7 +82,7 @@ func serveChild(kind, dir string) error {
 	}
 	var ids atomic.Uint64
 	srv := &fasthttp.Server{
-		Handler:            func(ctx *fasthttp.RequestCtx) { ceilingHandle(ctx, &ids, db) },
+		Handler:            func(ctx *fasthttp.RequestCtx) { relayHandle(ctx, &ids, db, relay) },
 		Name:               kind,
 		MaxRequestBodySize: 16 << 10,
 		ReadTimeout:        10 * time.Second,
@@ -120,8 +126,12 @@ type MeritConfig struct {
 	// load.
 	DrainTimeout time.Duration
 	// Servers are the servers measured, in order (default bare, durable,
-	// chargeauth).
+	// relay if Relay, chargeauth).
 	Servers []string
+	// Relay adds the relay ceiling: the durable one that also POSTs each
+	// request's callback ("allowed"), the least chargeauth's contract asks
+	// of a server without an authorization service.
+	Relay bool
 	// ExtraArgs are added to chargeauth's serve command line; ExtraArgsB
 	// to chargeauth-b's (after ExtraArgs), which is then measured even
 	// without BinaryB (with Binary): an A/B of settings.
@@ -188,6 +198,9 @@ func (cfg MeritConfig) Run() (*MeritSummary, error) {
 	}
 	if len(cfg.Servers) == 0 {
 		cfg.Servers = []string{"bare", "durable", "chargeauth"}
+		if cfg.Relay {
+			cfg.Servers = []string{"bare", "durable", "relay", "chargeauth"}
+		}
 		if cfg.BinaryB != "" || len(cfg.ExtraArgsB) > 0 || len(cfg.EnvB) > 0 {
 			cfg.Servers = append(cfg.Servers, "chargeauth-b")
 		}
@@ -345,7 +358,7 @@ func (cfg MeritConfig) phase(kind, loadName string, load LoadConfig) (*MeritPhas
 
 	var tr *tracker
 	body := requestBody("http://127.0.0.1:9/callback")
-	if strings.HasPrefix(kind, "chargeauth") {
+	if strings.HasPrefix(kind, "chargeauth") || kind == "relay" {
 		tr = newTracker()
 		sinkLn, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -471,6 +484,10 @@ func (s *MeritSummary) WriteTable(w io.Writer) error {
 	servers := []string{"bare", "durable", "chargeauth"}
 	type ratioCol struct{ name, num, den string }
 	ratios := []ratioCol{{"/bare", "chargeauth", "bare"}, {"/durable", "chargeauth", "durable"}}
+	if s.Phase("relay", "open") != nil || s.Phase("relay", "burst") != nil {
+		servers = []string{"bare", "durable", "relay", "chargeauth"}
+		ratios = append([]ratioCol{{"relay/bare", "relay", "bare"}}, append(ratios, ratioCol{"/relay", "chargeauth", "relay"})...)
+	}
 	if s.Phase("chargeauth-b", "open") != nil || s.Phase("chargeauth-b", "burst") != nil {
 		servers = append(servers, "chargeauth-b")
 		ratios = append(ratios, ratioCol{"b/bare", "chargeauth-b", "bare"}, ratioCol{"b/durable", "chargeauth-b", "durable"},

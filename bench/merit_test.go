@@ -31,7 +31,7 @@ func TestMeritSmoke(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	cfg := MeritConfig{Rate: 300, Duration: time.Second, Concurrency: 8, Burst: 300, Timeout: 10 * time.Second,
-		TempDir: t.TempDir(), DrainTimeout: 30 * time.Second}
+		TempDir: t.TempDir(), DrainTimeout: 30 * time.Second, Relay: true}
 	s, err := cfg.Run()
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +43,7 @@ func TestMeritSmoke(t *testing.T) {
 	t.Logf("\n%s", table.String())
 	pids := map[int]string{}
 	for _, load := range []string{"open", "burst"} {
-		for _, srv := range []string{"bare", "durable", "chargeauth"} {
+		for _, srv := range []string{"bare", "durable", "relay", "chargeauth"} {
 			p := s.Phase(srv, load)
 			if p == nil {
 				t.Fatalf("no phase %s/%s", srv, load)
@@ -73,7 +73,7 @@ func TestMeritSmoke(t *testing.T) {
 			t.Errorf("chargeauth/%s: no WAL fsync read from its /metrics", load)
 		}
 	}
-	for _, want := range []string{"open: CPU us/completed", "burst: accepts/s", "/durable", "open: WAL fsyncs/completed", "burst: callback p99 ms"} {
+	for _, want := range []string{"open: CPU us/completed", "burst: accepts/s", "/durable", "/relay", "open: WAL fsyncs/completed", "burst: callback p99 ms"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q", want)
 		}
