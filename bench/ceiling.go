@@ -114,12 +114,14 @@ func relayHandle(ctx *fasthttp.RequestCtx, ids *atomic.Uint64, db *pebble.DB, re
 	}
 	var buf [96]byte
 	b := append(buf[:0], `{"status":"accepted","request_id":"`...)
+	n := binary.BigEndian.Uint64(key[:])
 	if relay != nil {
-		id := fmt.Sprintf("00000000-0000-0000-%04x-%012x", binary.BigEndian.Uint64(key[:])>>48, binary.BigEndian.Uint64(key[:])&(1<<48-1))
+		// The sink's tracker matches callbacks to 202s by a UUID-shaped id.
+		id := fmt.Sprintf("00000000-0000-0000-%04x-%012x", n>>48, n&(1<<48-1))
 		relay(id, req)
 		b = append(b, id...)
 	} else {
-		b = strconv.AppendUint(b, binary.BigEndian.Uint64(key[:]), 10)
+		b = strconv.AppendUint(b, n, 10)
 	}
 	b = append(b, `"}`...)
 	ctx.SetStatusCode(fasthttp.StatusAccepted)
