@@ -144,11 +144,13 @@
 // each load (an A/B in one run; column chargeauth-b and the ratio b/a);
 // -chargeauth-args-b and -chargeauth-env-b, extra arguments and environment
 // for it (an A/B of settings, with the same binary unless -chargeauth-bin-b
-// is given). -relay adds the relay ceiling: the durable one that also
-// POSTs each request's callback (allowed, with a webhook-id) to the sink,
-// from a goroutine per request on up to 64 kept-alive connections; its
-// completed requests are called back ones, as chargeauth's (column
-// /relay). The table also gives chargeauth's WAL fsyncs (its /metrics)
+// is given). -relay adds the relay ceilings: the durable one that also
+// POSTs each request's callback (allowed, with a webhook-id) to the sink
+// on up to 64 kept-alive connections, from a goroutine per request after
+// the 202 (relay), or from the handler before the 202 (relay-inline: no
+// hand-off at all, the CPU floor; its ack latency includes the callback);
+// their completed requests are called back ones, as chargeauth's (columns
+// relay/bare, inline/bare, /relay). The table also gives chargeauth's WAL fsyncs (its /metrics)
 // and callback p99.
 //
 //	go run ./bench -workload merit

@@ -64,17 +64,20 @@ func serveChild(kind, dir string) error {
 	var relay func(id string, req session.Request)
 	switch kind {
 	case "bare":
-	case "durable", "relay":
+	case "durable", "relay", "relay-inline":
 		var err error
 		if db, err = pebble.Open(dir, &pebble.Options{Logger: quietPebble{}}); err != nil {
 			return err
 		}
 		defer db.Close()
-		if kind == "relay" {
+		switch kind {
+		case "relay":
 			relay = newRelayer().relay
+		case "relay-inline":
+			relay = newRelayer().post
 		}
 	default:
-		return fmt.Errorf("%s=%q: bare, durable or relay", envServe, kind)
+		return fmt.Errorf("%s=%q: bare, durable, relay or relay-inline", envServe, kind)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -128,9 +131,11 @@ type MeritConfig struct {
 	// Servers are the servers measured, in order (default bare, durable,
 	// relay if Relay, chargeauth).
 	Servers []string
-	// Relay adds the relay ceiling: the durable one that also POSTs each
+	// Relay adds the relay ceilings: the durable one that also POSTs each
 	// request's callback ("allowed"), the least chargeauth's contract asks
-	// of a server without an authorization service.
+	// of a server without an authorization service; "relay" POSTs from a
+	// goroutine after the 202, "relay-inline" from the handler before it
+	// (no hand-off: the CPU floor).
 	Relay bool
 	// ExtraArgs are added to chargeauth's serve command line; ExtraArgsB
 	// to chargeauth-b's (after ExtraArgs), which is then measured even
@@ -199,7 +204,7 @@ func (cfg MeritConfig) Run() (*MeritSummary, error) {
 	if len(cfg.Servers) == 0 {
 		cfg.Servers = []string{"bare", "durable", "chargeauth"}
 		if cfg.Relay {
-			cfg.Servers = []string{"bare", "durable", "relay", "chargeauth"}
+			cfg.Servers = []string{"bare", "durable", "relay", "relay-inline", "chargeauth"}
 		}
 		if cfg.BinaryB != "" || len(cfg.ExtraArgsB) > 0 || len(cfg.EnvB) > 0 {
 			cfg.Servers = append(cfg.Servers, "chargeauth-b")
@@ -358,7 +363,7 @@ func (cfg MeritConfig) phase(kind, loadName string, load LoadConfig) (*MeritPhas
 
 	var tr *tracker
 	body := requestBody("http://127.0.0.1:9/callback")
-	if strings.HasPrefix(kind, "chargeauth") || kind == "relay" {
+	if strings.HasPrefix(kind, "chargeauth") || strings.HasPrefix(kind, "relay") {
 		tr = newTracker()
 		sinkLn, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -485,8 +490,9 @@ func (s *MeritSummary) WriteTable(w io.Writer) error {
 	type ratioCol struct{ name, num, den string }
 	ratios := []ratioCol{{"/bare", "chargeauth", "bare"}, {"/durable", "chargeauth", "durable"}}
 	if s.Phase("relay", "open") != nil || s.Phase("relay", "burst") != nil {
-		servers = []string{"bare", "durable", "relay", "chargeauth"}
-		ratios = append([]ratioCol{{"relay/bare", "relay", "bare"}}, append(ratios, ratioCol{"/relay", "chargeauth", "relay"})...)
+		servers = []string{"bare", "durable", "relay", "relay-inline", "chargeauth"}
+		ratios = append([]ratioCol{{"relay/bare", "relay", "bare"}, {"inline/bare", "relay-inline", "bare"}},
+			append(ratios, ratioCol{"/relay", "chargeauth", "relay"})...)
 	}
 	if s.Phase("chargeauth-b", "open") != nil || s.Phase("chargeauth-b", "burst") != nil {
 		servers = append(servers, "chargeauth-b")

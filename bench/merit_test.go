@@ -43,7 +43,7 @@ func TestMeritSmoke(t *testing.T) {
 	t.Logf("\n%s", table.String())
 	pids := map[int]string{}
 	for _, load := range []string{"open", "burst"} {
-		for _, srv := range []string{"bare", "durable", "relay", "chargeauth"} {
+		for _, srv := range []string{"bare", "durable", "relay", "relay-inline", "chargeauth"} {
 			p := s.Phase(srv, load)
 			if p == nil {
 				t.Fatalf("no phase %s/%s", srv, load)
@@ -73,7 +73,7 @@ func TestMeritSmoke(t *testing.T) {
 			t.Errorf("chargeauth/%s: no WAL fsync read from its /metrics", load)
 		}
 	}
-	for _, want := range []string{"open: CPU us/completed", "burst: accepts/s", "/durable", "/relay", "open: WAL fsyncs/completed", "burst: callback p99 ms"} {
+	for _, want := range []string{"open: CPU us/completed", "burst: accepts/s", "/durable", "/relay", "inline/bare", "open: WAL fsyncs/completed", "burst: callback p99 ms"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q", want)
 		}
