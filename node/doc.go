@@ -24,5 +24,7 @@
 // webhook.Config, authz.ClientConfig, api.Config).
 //
 // ScaleGOMAXPROCS is the runtime setting serve and the bench apply before
-// a node starts.
+// a node starts; ReexecWithSysmonAwake, the one chargeauth's main applies
+// to serve and authz before anything else (a GODEBUG setting, read only
+// when a process starts).
 package node

@@ -3,6 +3,7 @@ package node
 import (
 	"os"
 	"runtime"
+	"strings"
 )
 
 // ScaleGOMAXPROCS doubles GOMAXPROCS (the runtime's default: the CPUs the
@@ -23,4 +24,66 @@ func ScaleGOMAXPROCS() int {
 	n := 2 * runtime.GOMAXPROCS(0)
 	runtime.GOMAXPROCS(n)
 	return n
+}
+
+// SysmonGODEBUG is the GODEBUG setting ReexecWithSysmonAwake adds:
+// schedtrace at its largest period, 2^31-1 ms (24.8 days).
+const SysmonGODEBUG = "schedtrace=2147483647"
+
+// ReexecWithSysmonAwake replaces the process (execve: same PID, same
+// arguments, same open files) with itself under GODEBUG=schedtrace=
+// 2147483647, unless GODEBUG already sets schedtrace (schedtrace=0 keeps
+// the runtime's default). It returns only if it did not exec: nil if the
+// setting was there, else why the exec failed (the process may carry on
+// without it). chargeauth's main calls it before serve; the bench's
+// chargeauth is serve.
+//
+// Why: Go's sysmon thread sleeps for good while every P is idle, and the
+// next system call wakes it and sets its period back to 20 µs; it polls
+// that fast for at least a millisecond before it backs off. A node at a
+// few hundred requests a second goes idle between requests, so each
+// request paid for dozens of sysmon wake-ups: at 500/s, 17% of the node's
+// CPU in a profile. With schedtrace set, sysmon never takes the long sleep
+// (it stays up to print the trace) and backs off to 10 ms while nothing
+// happens. The price is one scheduler line ("SCHED ...") on stderr at
+// start on a machine up for more than 24.8 days, and one every 24.8 days
+// after: the runtime counts the period from the machine's boot. Measured
+// in the README ("Operating chargeauth").
+func ReexecWithSysmonAwake() error {
+	if _, set := schedtrace(); set {
+		return nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	godebug := os.Getenv("GODEBUG")
+	if godebug != "" {
+		godebug += ","
+	}
+	env := make([]string, 0, len(os.Environ())+1)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GODEBUG=") {
+			env = append(env, kv)
+		}
+	}
+	return execve(self, os.Args, append(env, "GODEBUG="+godebug+SysmonGODEBUG))
+}
+
+// SysmonAwake reports whether this process runs with GODEBUG's schedtrace
+// set (ReexecWithSysmonAwake's, or the operator's).
+func SysmonAwake() bool {
+	v, set := schedtrace()
+	return set && v != "" && v != "0"
+}
+
+// schedtrace is GODEBUG's schedtrace setting, the last one if several (the
+// runtime reads them left to right).
+func schedtrace() (value string, set bool) {
+	for setting := range strings.SplitSeq(os.Getenv("GODEBUG"), ",") {
+		if v, ok := strings.CutPrefix(setting, "schedtrace="); ok {
+			value, set = v, true
+		}
+	}
+	return value, set
 }

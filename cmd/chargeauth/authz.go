@@ -35,6 +35,7 @@ func authzCmd(args []string, stderr io.Writer) error {
 	if err != nil {
 		return usageError("%v", err)
 	}
+	warnSysmon(log)
 	a := acl.Sample()
 	if *aclPath != "" {
 		if a, err = acl.Load(*aclPath); err != nil {

@@ -15,9 +15,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"runtime/debug"
 
+	"github.com/chargeauth/chargeauth/node"
 	"github.com/chargeauth/chargeauth/persistence"
 )
 
@@ -54,7 +56,22 @@ other commands read only their own variables, which their help lists.
 Exit codes: 0 done, 1 failure while running, 2 bad usage or configuration.
 `
 
+// reexecErr is why main could not restart serve or authz with sysmon
+// awake (node.ReexecWithSysmonAwake); they log it.
+var reexecErr error
+
+// warnSysmon logs reexecErr, if any, at warn: the command runs, at a
+// higher CPU cost per request at low rates.
+func warnSysmon(log *slog.Logger) {
+	if reexecErr != nil {
+		log.Warn("could not restart with GODEBUG="+node.SysmonGODEBUG+"; running without it (more CPU per request at low rates)", "err", reexecErr)
+	}
+}
+
 func main() {
+	if len(os.Args) > 1 && (os.Args[1] == "serve" || os.Args[1] == "authz") {
+		reexecErr = node.ReexecWithSysmonAwake() // returns only if it did not exec
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

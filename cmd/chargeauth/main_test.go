@@ -107,9 +107,15 @@ type proc struct {
 
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
+	return startEnv(t, nil, args...)
+}
+
+// startEnv is start with env (NAME=value) added to the environment.
+func startEnv(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
 	cmd := exec.Command(binary(t), args...)
 	// No drain unless a test asks for one (--drain-delay wins).
-	cmd.Env = append(os.Environ(), "CHARGEAUTH_DRAIN_DELAY=0")
+	cmd.Env = append(append(os.Environ(), "CHARGEAUTH_DRAIN_DELAY=0"), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

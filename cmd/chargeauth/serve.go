@@ -33,7 +33,8 @@ func serve(args []string, stderr io.Writer) error {
 	slog.SetDefault(log)
 	cfg.Logger = log
 	procs := node.ScaleGOMAXPROCS()
-	log.Debug("runtime", "gomaxprocs", procs, "cpus", runtime.NumCPU())
+	log.Debug("runtime", "gomaxprocs", procs, "cpus", runtime.NumCPU(), "sysmon_awake", node.SysmonAwake())
+	warnSysmon(log)
 
 	// Before the node starts: a signal during its start (resume may take
 	// a while) then stops it once it is up, with exit 0; SIGHUP, which
