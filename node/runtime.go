@@ -3,6 +3,7 @@ package node
 import (
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 )
 
@@ -35,8 +36,8 @@ const SysmonGODEBUG = "schedtrace=2147483647"
 // 2147483647, unless GODEBUG already sets schedtrace (schedtrace=0 keeps
 // the runtime's default). It returns only if it did not exec: nil if the
 // setting was there, else why the exec failed (the process may carry on
-// without it). chargeauth's main calls it before serve; the bench's
-// chargeauth is serve.
+// without it). chargeauth's main calls it for serve and authz, before
+// anything else; the bench's chargeauth is serve.
 //
 // Why: Go's sysmon thread sleeps for good while every P is idle, and the
 // next system call wakes it and sets its period back to 20 µs; it polls
@@ -45,17 +46,28 @@ const SysmonGODEBUG = "schedtrace=2147483647"
 // request paid for dozens of sysmon wake-ups: at 500/s, 17% of the node's
 // CPU in a profile. With schedtrace set, sysmon never takes the long sleep
 // (it stays up to print the trace) and backs off to 10 ms while nothing
-// happens. The price is one scheduler line ("SCHED ...") on stderr at
-// start on a machine up for more than 24.8 days, and one every 24.8 days
-// after: the runtime counts the period from the machine's boot. Measured
-// in the README ("Operating chargeauth").
+// happens. Measured in the README ("Operating chargeauth").
+//
+// The price, from the runtime's sources (Go 1.26): one scheduler line
+// ("SCHED ...") on stderr at start on a machine up for more than 24.8
+// days, and one every 24.8 days after (the period counts from the
+// machine's boot, CLOCK_MONOTONIC); a fatal error (an unrecovered panic, a
+// throw, SIGQUIT) prints the scheduler's detail, a line per P, M and
+// goroutine, before its traceback; and the start takes a second runtime
+// start-up, during which a SIGTERM still kills the process (as before the
+// signal handlers are in place, now for some tens of milliseconds more).
 func ReexecWithSysmonAwake() error {
 	if _, set := schedtrace(); set {
 		return nil
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
+	// On Linux, the file this process runs, even if it was replaced or
+	// removed since (os.Executable would follow the new file's name).
+	self := "/proc/self/exe"
+	if runtime.GOOS != "linux" {
+		var err error
+		if self, err = os.Executable(); err != nil {
+			return err
+		}
 	}
 	godebug := os.Getenv("GODEBUG")
 	if godebug != "" {
@@ -71,10 +83,12 @@ func ReexecWithSysmonAwake() error {
 }
 
 // SysmonAwake reports whether this process runs with GODEBUG's schedtrace
-// set (ReexecWithSysmonAwake's, or the operator's).
+// on (ReexecWithSysmonAwake's, or the operator's): a value the runtime
+// takes (a 32-bit integer) and above 0.
 func SysmonAwake() bool {
-	v, set := schedtrace()
-	return set && v != "" && v != "0"
+	v, _ := schedtrace()
+	n, err := strconv.ParseInt(v, 10, 32)
+	return err == nil && n > 0
 }
 
 // schedtrace is GODEBUG's schedtrace setting, the last one if several (the
