@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -297,35 +298,41 @@ func (cfg MeritConfig) startServer(kind string) (_ *server, err error) {
 		return srv, nil
 	}
 
-	ports, err := reserveAddrs(3)
-	if err != nil {
-		return nil, err
-	}
 	aclPath := filepath.Join(dir, "acl.json")
 	if err := os.WriteFile(aclPath, benchACL, 0o600); err != nil {
 		return nil, err
 	}
-	args := append([]string{"serve", "--listen", ports[0], "--admin-listen", ports[1], "--authz-listen", ports[2],
-		"--data-dir", filepath.Join(dir, "data"), "--acl", aclPath, "--allow-private-callbacks",
-		"--drain-delay", "0s", "--log-level", "warn"}, cfg.ExtraArgs...)
-	bin := cfg.Binary
+	bin, extra, env := cfg.Binary, cfg.ExtraArgs, []string(nil)
 	if kind == "chargeauth-b" {
 		bin = cmp.Or(cfg.BinaryB, cfg.Binary)
-		args = append(args, cfg.ExtraArgsB...)
-	}
-	var env []string
-	if kind == "chargeauth-b" {
+		extra = append(slices.Clone(cfg.ExtraArgs), cfg.ExtraArgsB...)
 		env = cfg.EnvB
 	}
-	if srv, err = startProcess(bin, args, env, dir); err != nil {
-		return nil, err
-	}
-	srv.addr, srv.admin = ports[0], ports[1]
-	if err := srv.waitReady("http://"+ports[1]+"/readyz", ""); err != nil {
+	for attempt := 1; ; attempt++ {
+		ports, err := reserveAddrs(3)
+		if err != nil {
+			return nil, err
+		}
+		args := append([]string{"serve", "--listen", ports[0], "--admin-listen", ports[1], "--authz-listen", ports[2],
+			"--data-dir", filepath.Join(dir, "data"), "--acl", aclPath, "--allow-private-callbacks",
+			"--drain-delay", "0s", "--log-level", "warn"}, extra...)
+		if srv, err = startProcess(bin, args, env, dir); err != nil {
+			return nil, err
+		}
+		srv.addr, srv.admin = ports[0], ports[1]
+		err = srv.waitReady("http://"+ports[1]+"/readyz", "")
+		if err == nil {
+			return srv, nil
+		}
+		// Exit code 2: nothing started, here because another process took
+		// a reserved port before serve listened on it. Other ports, then.
+		var exit *exec.ExitError
+		if attempt < 3 && errors.As(err, &exit) && exit.ExitCode() == 2 {
+			continue
+		}
 		_ = srv.stop()
 		return nil, err
 	}
-	return srv, nil
 }
 
 // stop ends the server (SIGTERM, then SIGKILL after 30s) and removes its

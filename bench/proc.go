@@ -84,7 +84,7 @@ func (s *server) waitReady(url, addr string) error {
 		select {
 		case werr := <-s.done:
 			s.done <- werr // for stop
-			return fmt.Errorf("%s exited before it was ready: %v", filepath.Base(s.cmd.Path), werr)
+			return fmt.Errorf("%s exited before it was ready: %w", filepath.Base(s.cmd.Path), werr)
 		default:
 		}
 		if time.Now().After(deadline) {
