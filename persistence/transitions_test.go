@@ -325,3 +325,78 @@ func TestDecideOwned(t *testing.T) {
 		t.Error("a record without an id is decided")
 	}
 }
+
+// RecordAttemptOwned writes the same outcome as RecordAttempt (record,
+// state index, due entry, counts), from the record its caller holds,
+// without reading it back: a field only the caller's copy has reaches the
+// store. A copy that is not decided is refused and nothing is written.
+func TestRecordAttemptOwned(t *testing.T) {
+	s := mustOpen(t, memConfig())
+	at := t0.Add(time.Second)
+	decided := func(id string) session.Record {
+		t.Helper()
+		mustAccept(t, s, id)
+		rec, err := s.Decide(id, session.StatusAllowed, "", session.ByAuthz, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec
+	}
+	a, b := testID(0, 1), testID(0, 2)
+	decided(a)
+	held := decided(b)
+	delivered := Attempt{At: at.Add(time.Second), Outcome: session.StateDelivered, StatusCode: 204, Took: time.Millisecond, Response: "ok"}
+	want, err := s.RecordAttempt(a, delivered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.RecordAttemptOwned(&held, delivered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := s.Get(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.ID = b
+	if fmt.Sprint(got) != fmt.Sprint(want) || fmt.Sprint(stored) != fmt.Sprint(want) {
+		t.Fatalf("RecordAttemptOwned returned %+v, stored %+v; RecordAttempt made %+v", got, stored, want)
+	}
+	if n := s.Count(session.StateDelivered); n != 2 || s.Count(session.StateDecided) != 0 {
+		t.Errorf("counts: delivered %d, decided %d; want 2, 0", n, s.Count(session.StateDecided))
+	}
+	if keys := dueKeys(t, s); len(keys) != 0 {
+		t.Errorf("due index %v: want none", keys)
+	}
+
+	// A retry moves the due entry, as RecordAttempt does.
+	c := testID(0, 3)
+	held = decided(c)
+	held.Request.CallbackURL = "https://example.com/held-copy" // not read back: the held copy is written
+	retry := Attempt{At: at, Outcome: session.StateDecided, NextAt: at.Add(time.Minute), StatusCode: 503, Err: "503"}
+	if _, err := s.RecordAttemptOwned(&held, retry); err != nil {
+		t.Fatal(err)
+	}
+	stored, err = s.Get(c)
+	if err != nil || stored.CallbackURL != held.Request.CallbackURL || stored.CallbackAttempts != 1 || !stored.NextAttemptAt.Equal(retry.NextAt) {
+		t.Fatalf("stored %+v, %v: want the held copy, one attempt, next at %v", stored, err, retry.NextAt)
+	}
+	if keys := dueKeys(t, s); len(keys) != 1 {
+		t.Errorf("due index %v: want the retry's entry alone", keys)
+	}
+
+	// The state check is on the held copy.
+	final, err := s.RecordAttemptOwned(&stored, delivered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RecordAttemptOwned(&final, delivered); !errors.Is(err, ErrWrongState) {
+		t.Fatalf("an attempt on a delivered copy: %v, want ErrWrongState", err)
+	}
+	if again, _ := s.Get(c); again.CallbackAttempts != 2 {
+		t.Errorf("a refused RecordAttemptOwned changed the record: %+v", again)
+	}
+	if _, err := s.RecordAttemptOwned(&session.Record{}, delivered); err == nil {
+		t.Error("an attempt on a record without an id is recorded")
+	}
+}
