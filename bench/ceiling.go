@@ -2,8 +2,11 @@ package main
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
+	"io"
 	"log"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -13,6 +16,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/valyala/fasthttp"
 
+	"github.com/chargeauth/chargeauth/acl"
+	"github.com/chargeauth/chargeauth/http/authz"
 	"github.com/chargeauth/chargeauth/session"
 )
 
@@ -181,6 +186,11 @@ func (r *relayer) relay(id string, req session.Request) {
 }
 
 func (r *relayer) post(id string, req session.Request) {
+	r.postStatus(id, req, session.StatusAllowed)
+}
+
+// postStatus POSTs the callback of id with status.
+func (r *relayer) postStatus(id string, req session.Request, status session.Status) {
 	freq, fresp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(freq)
 	defer fasthttp.ReleaseResponse(fresp)
@@ -188,8 +198,57 @@ func (r *relayer) post(id string, req session.Request) {
 	freq.Header.SetMethod(fasthttp.MethodPost)
 	freq.Header.SetContentType("application/json")
 	freq.Header.Set("webhook-id", id)
-	freq.SetBody(fmt.Appendf(nil, `{"station_id":%q,"driver_token":%q,"status":"allowed"}`, req.StationID, req.DriverToken))
+	freq.SetBody(fmt.Appendf(nil, `{"station_id":%q,"driver_token":%q,"status":%q}`, req.StationID, req.DriverToken, status))
 	if err := r.client.DoTimeout(freq, fresp, 10*time.Second); err != nil {
 		log.Printf("relay ceiling: callback %s: %v", id, err)
 	}
+}
+
+// authzRelayer is the relay-authz ceiling's second half: before the
+// callback, it asks chargeauth's authorization service (http/authz, the
+// bench's ACL), served in the same process on loopback, one POST
+// /authorize per request on kept-alive connections, and calls back the
+// status it answers. No goroutine is handed anything: with the durable
+// write before it, this is the least the whole contract costs, four HTTP
+// endpoints crossed one by one (front in, authorization out and in,
+// callback out) and one synced write.
+type authzRelayer struct {
+	relayer
+	authz *fasthttp.HostClient
+}
+
+// newAuthzRelayer starts the authorization service; stop ends it.
+func newAuthzRelayer() (_ *authzRelayer, stop func(), _ error) {
+	list, err := acl.Parse(benchACL)
+	if err != nil {
+		return nil, nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
+	srv := authz.NewServer(authz.Config{ACL: list, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	go srv.Serve(ln) //nolint:errcheck // ends at Shutdown
+	r := &authzRelayer{relayer: *newRelayer(), authz: &fasthttp.HostClient{Addr: ln.Addr().String(), MaxConns: 64,
+		MaxConnWaitTimeout: time.Minute}}
+	return r, func() { _ = srv.Shutdown() }, nil
+}
+
+func (r *authzRelayer) authorizeAndPost(id string, req session.Request) {
+	freq, fresp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(freq)
+	defer fasthttp.ReleaseResponse(fresp)
+	freq.SetRequestURI("http://" + r.authz.Addr + "/authorize")
+	freq.Header.SetMethod(fasthttp.MethodPost)
+	freq.Header.SetContentType("application/json")
+	freq.SetBody(fmt.Appendf(nil, `{"station_id":%q,"driver_token":%q}`, req.StationID, req.DriverToken))
+	var answer struct {
+		Status session.Status `json:"status"`
+	}
+	if err := r.authz.DoTimeout(freq, fresp, 10*time.Second); err != nil || fresp.StatusCode() != fasthttp.StatusOK ||
+		json.Unmarshal(fresp.Body(), &answer) != nil || !answer.Status.Valid() {
+		log.Printf("relay-authz ceiling: authorize %s: %v (HTTP %d)", id, err, fresp.StatusCode())
+		answer.Status = session.StatusUnknown
+	}
+	r.postStatus(id, req, answer.Status)
 }

@@ -65,7 +65,7 @@ func serveChild(kind, dir string) error {
 	var relay func(id string, req session.Request)
 	switch kind {
 	case "bare":
-	case "durable", "relay", "relay-inline":
+	case "durable", "relay", "relay-inline", "relay-authz":
 		var err error
 		if db, err = pebble.Open(dir, &pebble.Options{Logger: quietPebble{}}); err != nil {
 			return err
@@ -76,9 +76,16 @@ func serveChild(kind, dir string) error {
 			relay = newRelayer().relay
 		case "relay-inline":
 			relay = newRelayer().post
+		case "relay-authz":
+			r, stop, err := newAuthzRelayer()
+			if err != nil {
+				return err
+			}
+			defer stop()
+			relay = r.authorizeAndPost
 		}
 	default:
-		return fmt.Errorf("%s=%q: bare, durable, relay or relay-inline", envServe, kind)
+		return fmt.Errorf("%s=%q: bare, durable, relay, relay-inline or relay-authz", envServe, kind)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -136,7 +143,10 @@ type MeritConfig struct {
 	// request's callback ("allowed"), the least chargeauth's contract asks
 	// of a server without an authorization service; "relay" POSTs from a
 	// goroutine after the 202, "relay-inline" from the handler before it
-	// (no hand-off: the CPU floor).
+	// (no hand-off: the CPU floor); "relay-authz" is relay-inline that
+	// first asks an authorization service in its own process over
+	// loopback HTTP, one call per request (chargeauth's own, with the
+	// bench's ACL): the contract's four HTTP endpoints, no hand-off.
 	Relay bool
 	// ExtraArgs are added to chargeauth's serve command line; ExtraArgsB
 	// to chargeauth-b's (after ExtraArgs), which is then measured even
@@ -205,7 +215,7 @@ func (cfg MeritConfig) Run() (*MeritSummary, error) {
 	if len(cfg.Servers) == 0 {
 		cfg.Servers = []string{"bare", "durable", "chargeauth"}
 		if cfg.Relay {
-			cfg.Servers = []string{"bare", "durable", "relay", "relay-inline", "chargeauth"}
+			cfg.Servers = []string{"bare", "durable", "relay", "relay-inline", "relay-authz", "chargeauth"}
 		}
 		if cfg.BinaryB != "" || len(cfg.ExtraArgsB) > 0 || len(cfg.EnvB) > 0 {
 			cfg.Servers = append(cfg.Servers, "chargeauth-b")
@@ -497,8 +507,9 @@ func (s *MeritSummary) WriteTable(w io.Writer) error {
 	type ratioCol struct{ name, num, den string }
 	ratios := []ratioCol{{"/bare", "chargeauth", "bare"}, {"/durable", "chargeauth", "durable"}}
 	if s.Phase("relay", "open") != nil || s.Phase("relay", "burst") != nil {
-		servers = []string{"bare", "durable", "relay", "relay-inline", "chargeauth"}
-		ratios = append([]ratioCol{{"relay/bare", "relay", "bare"}, {"inline/bare", "relay-inline", "bare"}},
+		servers = []string{"bare", "durable", "relay", "relay-inline", "relay-authz", "chargeauth"}
+		ratios = append([]ratioCol{{"relay/bare", "relay", "bare"}, {"inline/bare", "relay-inline", "bare"},
+			{"authz/bare", "relay-authz", "bare"}},
 			append(ratios, ratioCol{"/relay", "chargeauth", "relay"})...)
 	}
 	if s.Phase("chargeauth-b", "open") != nil || s.Phase("chargeauth-b", "burst") != nil {

@@ -43,7 +43,7 @@ func TestMeritSmoke(t *testing.T) {
 	t.Logf("\n%s", table.String())
 	pids := map[int]string{}
 	for _, load := range []string{"open", "burst"} {
-		for _, srv := range []string{"bare", "durable", "relay", "relay-inline", "chargeauth"} {
+		for _, srv := range []string{"bare", "durable", "relay", "relay-inline", "relay-authz", "chargeauth"} {
 			p := s.Phase(srv, load)
 			if p == nil {
 				t.Fatalf("no phase %s/%s", srv, load)
@@ -62,6 +62,11 @@ func TestMeritSmoke(t *testing.T) {
 				t.Errorf("%s/%s: no peak RSS of the server process", srv, load)
 			}
 		}
+		// relay-authz called back what the authorization service answered:
+		// every call was made and answered.
+		if ra := s.Phase("relay-authz", load); ra.Callbacks == nil || ra.Callbacks.Statuses["allowed"] != ra.Accepted {
+			t.Errorf("relay-authz/%s callbacks %+v: want one allowed per 202", load, ra.Callbacks)
+		}
 		ch := s.Phase("chargeauth", load)
 		if ch.Callbacks == nil || ch.Callbacks.Lost != 0 || ch.Callbacks.Statuses["allowed"] != ch.Callbacks.Received {
 			t.Errorf("chargeauth/%s callbacks %+v: want one allowed per 202", load, ch.Callbacks)
@@ -73,7 +78,7 @@ func TestMeritSmoke(t *testing.T) {
 			t.Errorf("chargeauth/%s: no WAL fsync read from its /metrics", load)
 		}
 	}
-	for _, want := range []string{"open: CPU us/completed", "burst: accepts/s", "/durable", "/relay", "inline/bare", "open: WAL fsyncs/completed", "burst: callback p99 ms"} {
+	for _, want := range []string{"open: CPU us/completed", "burst: accepts/s", "/durable", "/relay", "inline/bare", "authz/bare", "open: WAL fsyncs/completed", "burst: callback p99 ms"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q", want)
 		}
