@@ -273,6 +273,21 @@ func (f *fleet) counters() (syncs, switches float64, err error) {
 	return syncs, switches, nil
 }
 
+// startRetrying is start, again on other ports (up to three times in
+// all) when a chargeauth process exited with code 2 before it was ready:
+// nothing started, here because another process took a reserved port
+// before it listened.
+func (cfg FleetConfig) startRetrying(n int, extra, env []string) (*fleet, error) {
+	for attempt := 1; ; attempt++ {
+		f, err := cfg.start(n, extra, env)
+		var exit *exec.ExitError
+		if err != nil && attempt < 3 && errors.As(err, &exit) && exit.ExitCode() == 2 {
+			continue
+		}
+		return f, err
+	}
+}
+
 // start starts the authorization service, n nodes and HAProxy, and waits
 // until HAProxy sees every node up.
 func (cfg FleetConfig) start(n int, extra, env []string) (_ *fleet, err error) {
@@ -397,7 +412,7 @@ const fleetStatsPath = "/haproxy-stats"
 
 // runFleet starts a fleet of n nodes and measures it under every load.
 func (cfg FleetConfig) runFleet(n int, variant string, extra, env []string) (_ []*FleetPhase, err error) {
-	f, err := cfg.start(n, extra, env)
+	f, err := cfg.startRetrying(n, extra, env)
 	if err != nil {
 		return nil, err
 	}
