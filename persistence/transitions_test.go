@@ -284,7 +284,17 @@ func TestDecideOwned(t *testing.T) {
 	}
 	held := pending(b, t0)
 	got, err := s.DecideOwned(held, session.StatusAllowed, "", session.ByAuthz, at)
-	stored := sameAs(t, s, b, "DecideOwned", got, err, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := s.Get(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.ID = b
+	if fmt.Sprint(got) != fmt.Sprint(want) || fmt.Sprint(stored) != fmt.Sprint(want) {
+		t.Fatalf("DecideOwned returned %+v, stored %+v; Decide made %+v", got, stored, want)
+	}
 	if n := s.Count(session.StateDecided); n != 2 || s.Count(session.StatePending) != 0 {
 		t.Errorf("counts: decided %d, pending %d; want 2, 0", n, s.Count(session.StatePending))
 	}
@@ -341,7 +351,17 @@ func TestRecordAttemptOwned(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, err := s.RecordAttemptOwned(&held, delivered)
-	stored := sameAs(t, s, b, "RecordAttemptOwned", got, err, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := s.Get(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.ID = b
+	if fmt.Sprint(got) != fmt.Sprint(want) || fmt.Sprint(stored) != fmt.Sprint(want) {
+		t.Fatalf("RecordAttemptOwned returned %+v, stored %+v; RecordAttempt made %+v", got, stored, want)
+	}
 	if n := s.Count(session.StateDelivered); n != 2 || s.Count(session.StateDecided) != 0 {
 		t.Errorf("counts: delivered %d, decided %d; want 2, 0", n, s.Count(session.StateDecided))
 	}
@@ -379,24 +399,4 @@ func TestRecordAttemptOwned(t *testing.T) {
 	if _, err := s.RecordAttemptOwned(&session.Record{}, delivered); err == nil {
 		t.Error("an attempt on a record without an id is recorded")
 	}
-}
-
-// sameAs checks that an owned transition (op) of id returned got without
-// error, and that got and the record stored under id are want, the same
-// transition made on another id by reading the record; it returns the
-// stored record.
-func sameAs(t *testing.T, s *Store, id, op string, got session.Record, err error, want session.Record) session.Record {
-	t.Helper()
-	if err != nil {
-		t.Fatalf("%s: %v", op, err)
-	}
-	stored, err := s.Get(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want.ID = id
-	if fmt.Sprint(got) != fmt.Sprint(want) || fmt.Sprint(stored) != fmt.Sprint(want) {
-		t.Fatalf("%s returned %+v, stored %+v; the transition that reads made %+v", op, got, stored, want)
-	}
-	return stored
 }
