@@ -73,9 +73,7 @@ func (c *callbackSender) attempt(rec session.Record) *CallbackAttempted {
 			a.Err += " (giving up: " + next.Why + ")"
 		}
 	}
-	// rec is the record as stored: the sender owns it (one attempt per id
-	// at a time) and writes decided records alone.
-	stored, err := cfg.Store.RecordAttemptOwned(&rec, a)
+	stored, err := cfg.Store.RecordAttempt(rec.ID, a)
 	if err != nil {
 		return &CallbackAttempted{Record: rec, Err: err}
 	}

@@ -133,30 +133,12 @@ type Attempt struct {
 // in its own buffer until the next synced write, so unsynced retries could
 // each be lost and made again.
 func (s *Store) RecordAttempt(id string, a Attempt) (session.Record, error) {
-	return s.recordAttempt(id, nil, a)
-}
-
-// RecordAttemptOwned is RecordAttempt for the owner of a decided record,
-// who read it as stored before the attempt: it writes the outcome from cur
-// without reading the record back. The caller guarantees that nothing else
-// writes the record meanwhile (the callback sender attempts an id at most
-// once at a time, and writes decided records alone: Decide and Redeliver
-// write pending and failed ones, Expire deletes delivered and failed
-// ones); the state check is on cur.
-func (s *Store) RecordAttemptOwned(cur *session.Record, a Attempt) (session.Record, error) {
-	if cur == nil || cur.ID == "" {
-		return session.Record{}, errors.New("persistence: attempt: record without an id")
-	}
-	return s.recordAttempt(cur.ID, cur, a)
-}
-
-func (s *Store) recordAttempt(id string, known *session.Record, a Attempt) (session.Record, error) {
 	switch a.Outcome {
 	case session.StateDecided, session.StateDelivered, session.StateFailed:
 	default:
 		return session.Record{}, fmt.Errorf("persistence: attempt %s: invalid outcome %q", id, a.Outcome)
 	}
-	return s.transitionFrom("attempt", id, known, a.Outcome != session.StateDelivered, func(r *session.Record) error {
+	return s.transition("attempt", id, a.Outcome != session.StateDelivered, func(r *session.Record) error {
 		if r.State != session.StateDecided {
 			return wrongState(r, session.StateDecided)
 		}
