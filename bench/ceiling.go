@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -205,21 +204,26 @@ func (r *relayer) postStatus(id string, req session.Request, status session.Stat
 }
 
 // authzRelayer is the relay-authz ceiling's second half: before the
-// callback, it asks chargeauth's authorization service (http/authz, the
-// bench's ACL), served in the same process on loopback, one POST
-// /authorize per request on kept-alive connections, and calls back the
-// status it answers. No goroutine is handed anything: with the durable
-// write before it, this is the least the whole contract costs, four HTTP
-// endpoints crossed one by one (front in, authorization out and in,
-// callback out) and one synced write.
+// callback, it asks chargeauth's authorization service (http/authz), served
+// in the relay's own process on loopback as serve embeds it, through
+// chargeauth's own client with batching on, as serve uses it (concurrent
+// handlers share round trips), and calls back the status it answers. No
+// goroutine is handed a request: with the durable write before it, this is
+// the least the whole contract costs, four HTTP endpoints crossed (front
+// in, authorization out and in, callback out) and one synced write. Its
+// ACL blocks the bench's token, so that its callbacks (not_allowed, where
+// the other relays say allowed) show that every request was asked.
 type authzRelayer struct {
 	relayer
-	authz *fasthttp.HostClient
+	authz *authz.Client
 }
+
+// relayACL blocks the bench's token: relay-authz calls back not_allowed.
+var relayACL = []byte(`{"entries": [{"driver_token": "` + benchToken + `", "status": "blocked"}]}`)
 
 // newAuthzRelayer starts the authorization service; stop ends it.
 func newAuthzRelayer() (_ *authzRelayer, stop func(), _ error) {
-	list, err := acl.Parse(benchACL)
+	list, err := acl.Parse(relayACL)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -229,26 +233,19 @@ func newAuthzRelayer() (_ *authzRelayer, stop func(), _ error) {
 	}
 	srv := authz.NewServer(authz.Config{ACL: list, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	go srv.Serve(ln) //nolint:errcheck // ends at Shutdown
-	r := &authzRelayer{relayer: *newRelayer(), authz: &fasthttp.HostClient{Addr: ln.Addr().String(), MaxConns: 64,
-		MaxConnWaitTimeout: time.Minute}}
-	return r, func() { _ = srv.Shutdown() }, nil
+	client, err := authz.NewClient(authz.ClientConfig{URL: "http://" + ln.Addr().String(), Batch: true})
+	if err != nil {
+		_ = srv.Shutdown()
+		return nil, nil, err
+	}
+	return &authzRelayer{relayer: *newRelayer(), authz: client}, func() { _ = srv.Shutdown() }, nil
 }
 
 func (r *authzRelayer) authorizeAndPost(id string, req session.Request) {
-	freq, fresp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(freq)
-	defer fasthttp.ReleaseResponse(fresp)
-	freq.SetRequestURI("http://" + r.authz.Addr + "/authorize")
-	freq.Header.SetMethod(fasthttp.MethodPost)
-	freq.Header.SetContentType("application/json")
-	freq.SetBody(fmt.Appendf(nil, `{"station_id":%q,"driver_token":%q}`, req.StationID, req.DriverToken))
-	var answer struct {
-		Status session.Status `json:"status"`
+	status, _, err := r.authz.Authorize(time.Now().Add(10*time.Second), req.StationID, req.DriverToken)
+	if err != nil {
+		log.Printf("relay-authz ceiling: authorize %s: %v", id, err)
+		status = session.StatusUnknown
 	}
-	if err := r.authz.DoTimeout(freq, fresp, 10*time.Second); err != nil || fresp.StatusCode() != fasthttp.StatusOK ||
-		json.Unmarshal(fresp.Body(), &answer) != nil || !answer.Status.Valid() {
-		log.Printf("relay-authz ceiling: authorize %s: %v (HTTP %d)", id, err, fresp.StatusCode())
-		answer.Status = session.StatusUnknown
-	}
-	r.postStatus(id, req, answer.Status)
+	r.postStatus(id, req, status)
 }

@@ -150,10 +150,11 @@
 // the 202 (relay), or from the handler before the 202 (relay-inline: no
 // hand-off at all, the CPU floor; its ack latency includes the callback),
 // and relay-inline that first asks chargeauth's authorization service,
-// served in its own process, one call per request (relay-authz: the whole
-// contract with no hand-off); their completed requests are called back
-// ones, as chargeauth's (columns relay/bare, inline/bare, authz/bare,
-// /relay). The table also gives chargeauth's WAL fsyncs (its /metrics)
+// served in the relay's own process, through chargeauth's batching client
+// (relay-authz: the whole contract with no hand-off; its ACL blocks the
+// bench's token, so its callbacks say not_allowed); their completed
+// requests are called back ones, as chargeauth's (columns relay/bare,
+// inline/bare, authz/bare, /relay). The table also gives chargeauth's WAL fsyncs (its /metrics)
 // and callback p99.
 //
 //	go run ./bench -workload merit

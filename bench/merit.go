@@ -144,9 +144,9 @@ type MeritConfig struct {
 	// of a server without an authorization service; "relay" POSTs from a
 	// goroutine after the 202, "relay-inline" from the handler before it
 	// (no hand-off: the CPU floor); "relay-authz" is relay-inline that
-	// first asks an authorization service in its own process over
-	// loopback HTTP, one call per request (chargeauth's own, with the
-	// bench's ACL): the contract's four HTTP endpoints, no hand-off.
+	// first asks chargeauth's authorization service, served in the relay's
+	// own process on loopback, through chargeauth's batching client: the
+	// contract's four HTTP endpoints, no hand-off.
 	Relay bool
 	// ExtraArgs are added to chargeauth's serve command line; ExtraArgsB
 	// to chargeauth-b's (after ExtraArgs), which is then measured even
