@@ -29,8 +29,12 @@ func (s *Server) Reload(path string) error {
 // It polls rather than using inotify so that it also sees a file replaced
 // by a rename (as editors and config management do) or on a network
 // filesystem.
+//
+// The first check always reads the file: a change made after the loaded
+// ACL was read and before Watch runs (it is started on a goroutine of its
+// own) is not missed; an unchanged file is then a debug line (SetACL).
 func (s *Server) Watch(path string, every time.Duration, stop <-chan struct{}) {
-	last := fileStamp(path)
+	var last stamp // none yet: the first check reloads
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {

@@ -77,6 +77,26 @@ func TestWatchReloadsACL(t *testing.T) {
 	}
 }
 
+// A change made after the ACL was loaded and before the watcher starts is
+// picked up at the watcher's first check (it does not take the changed
+// file for its starting point).
+func TestWatchSeesAChangeBeforeItStarted(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "acl.json")
+	writeACL(t, path, "active")
+	a, err := acl.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(Config{ACL: a, Logger: debugLogger(&logBuffer{})})
+	writeACL(t, path, "blocked") // before the watcher runs
+	stop := make(chan struct{})
+	defer close(stop)
+	go srv.Watch(path, time.Millisecond, stop)
+	testwait.Until(t, 10*time.Second, "the watcher to load the list changed before it started", func() bool {
+		return srv.acl.Load().Version() != a.Version()
+	})
+}
+
 // ACLStatus follows reloads: a good one changes the version and the load
 // time, a bad one counts a failure and changes neither.
 func TestACLStatusFollowsReloads(t *testing.T) {
