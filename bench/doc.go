@@ -154,8 +154,8 @@
 // (relay-authz: the whole contract with no hand-off; its ACL blocks the
 // bench's token, so its callbacks say not_allowed); their completed
 // requests are called back ones, as chargeauth's (columns relay/bare,
-// inline/bare, authz/bare, /relay). The table also gives chargeauth's WAL fsyncs (its /metrics)
-// and callback p99.
+// inline/bare, authz/bare, /relay). The table also gives chargeauth's WAL
+// fsyncs (its /metrics) and callback p99.
 //
 //	go run ./bench -workload merit
 //	go run ./bench -workload merit -relay
