@@ -25,15 +25,23 @@ func writeACL(t *testing.T, path, status string) {
 	}
 }
 
-// The ACL file is watched: a change is picked up, atomically; an invalid
-// file keeps the old list.
-func TestWatchReloadsACL(t *testing.T) {
+// activeACL writes an ACL file with reloadToken active in a fresh
+// directory and returns its path and the list loaded from it.
+func activeACL(t *testing.T) (string, *acl.ACL) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "acl.json")
 	writeACL(t, path, "active")
 	a, err := acl.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return path, a
+}
+
+// The ACL file is watched: a change is picked up, atomically; an invalid
+// file keeps the old list.
+func TestWatchReloadsACL(t *testing.T) {
+	path, a := activeACL(t)
 	srv, url := startServer(t, Config{ACL: a, Logger: debugLogger(&logBuffer{})})
 	stop := make(chan struct{})
 	defer close(stop)
@@ -81,12 +89,7 @@ func TestWatchReloadsACL(t *testing.T) {
 // picked up at the watcher's first check (it does not take the changed
 // file for its starting point).
 func TestWatchSeesAChangeBeforeItStarted(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "acl.json")
-	writeACL(t, path, "active")
-	a, err := acl.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, a := activeACL(t)
 	srv := NewServer(Config{ACL: a, Logger: debugLogger(&logBuffer{})})
 	writeACL(t, path, "blocked") // before the watcher runs
 	stop := make(chan struct{})
@@ -100,12 +103,7 @@ func TestWatchSeesAChangeBeforeItStarted(t *testing.T) {
 // ACLStatus follows reloads: a good one changes the version and the load
 // time, a bad one counts a failure and changes neither.
 func TestACLStatusFollowsReloads(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "acl.json")
-	writeACL(t, path, "active")
-	a, err := acl.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, a := activeACL(t)
 	start := time.Now()
 	srv := NewServer(Config{ACL: a, Logger: debugLogger(&logBuffer{})})
 	st0 := srv.ACLStatus()

@@ -2,24 +2,16 @@ package authz
 
 import (
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/chargeauth/chargeauth/acl"
 )
 
 // A reload of a file whose content did not change (touched, or rewritten
 // with the same bytes) replaces nothing and logs no "acl replaced", only
 // "acl unchanged" at debug; a changed file is replaced and logged once.
 func TestReloadOfSameContentLogsNoReplace(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "acl.json")
-	writeACL(t, path, "active")
-	a, err := acl.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, a := activeACL(t)
 	var logs logBuffer
 	srv := NewServer(Config{ACL: a, Logger: debugLogger(&logs)})
 	loaded := srv.ACLStatus().LoadedAt
